@@ -1,0 +1,251 @@
+-- streamstore: apply a batch of operations to one instance, atomically.
+--
+-- Runs every RedisJSON command first; only when all of them succeeded does it append the
+-- events to the instance stream and to the partition's change feed. A failing operation
+-- restores the document and returns an error reply, so nothing is half-written (I2).
+-- The argument layout is built by streamstore/plan.py; keep the two in step.
+--
+-- KEYS: doc, stream, feed
+-- ARGV: pk, meta, schema version, ttl seconds (0 = leave), feed maxlen,
+--       expected seq ('' = none), create-if-missing document ('' = none), op count,
+--       then per op: type, event path, json path, n, and n arguments.
+
+local DOC, STREAM, FEED = KEYS[1], KEYS[2], KEYS[3]
+local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
+local TTL, FEED_MAXLEN = tonumber(ARGV[4]), ARGV[5]
+local EXPECTED, CREATE, NOPS = ARGV[6], ARGV[7], tonumber(ARGV[8])
+
+-- A batch of several commands keeps the document as it was, to restore it if a later
+-- operation fails. A single command either applies or fails without effect.
+local snapshot = false    -- whether `before` was taken
+local before = false      -- the document before the batch (false: there was none)
+
+local function abort(code, detail)
+  if snapshot then
+    if before then
+      redis.call('JSON.SET', DOC, '$', before)
+    else
+      redis.call('DEL', DOC)
+    end
+  end
+  return redis.error_reply('STREAMSTORE ' .. code .. ' ' .. (detail or ''))
+end
+
+-- A JSONPath for one key of the object at `path`. RedisJSON strings have no escapes, so
+-- the key must avoid the quote we wrap it in, and backslashes entirely.
+local function item_path(path, key)
+  if string.find(key, '\\', 1, true) then return nil end
+  if not string.find(key, "'", 1, true) then return path .. "['" .. key .. "']" end
+  if not string.find(key, '"', 1, true) then return path .. '["' .. key .. '"]' end
+  return nil
+end
+
+-- The raw JSON of the single value at `path`, or nil when the path matches nothing.
+local function get_one(path)
+  local raw = redis.call('JSON.GET', DOC, path)
+  if not raw or raw == '[]' then return nil end
+  return string.sub(raw, 2, -2)
+end
+
+local function json_type(path)
+  local t = redis.call('JSON.TYPE', DOC, path)
+  if type(t) == 'table' then t = t[1] end
+  return t
+end
+
+local function array_len(path)
+  local n = redis.call('JSON.ARRLEN', DOC, path)[1]
+  if not n then return nil end
+  return n
+end
+
+-- Each handler applies one operation and returns (event data, result) or (false, code, detail).
+-- An event data of nil means the operation changed nothing and writes no event.
+local H = {}
+
+H['saved'] = function(op)
+  redis.call('JSON.SET', DOC, '$', op.args[1])
+  return op.args[1]
+end
+
+H['deleted'] = function(op)
+  redis.call('DEL', DOC)
+  return '{}'
+end
+
+H['set'] = function(op)
+  -- With a $-path, JSON.SET answers nil (and changes nothing) when the parent is missing.
+  if not redis.call('JSON.SET', DOC, op.jpath, op.args[1]) then
+    return false, 'PATH', op.path .. ' has no parent in the document'
+  end
+  return '{"value":' .. op.args[1] .. '}'
+end
+
+H['number.incr'] = function(op)
+  local t = json_type(op.jpath)
+  if t ~= 'integer' and t ~= 'number' then return false, 'PATH', op.path .. ' is not a number' end
+  local r = redis.call('JSON.NUMINCRBY', DOC, op.jpath, op.args[1])
+  return '{"by":' .. op.args[1] .. '}', string.sub(r, 2, -2)
+end
+
+local function require_array(op)
+  if json_type(op.jpath) ~= 'array' then return false end
+  return true
+end
+
+H['list.append'] = function(op)
+  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+  redis.call('JSON.ARRAPPEND', DOC, op.jpath, op.args[1])
+  return '{"value":' .. op.args[1] .. '}'
+end
+
+H['list.extend'] = function(op)
+  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+  redis.call('JSON.ARRAPPEND', DOC, op.jpath, unpack(op.args))
+  return '{"values":[' .. table.concat(op.args, ',') .. ']}'
+end
+
+H['list.insert'] = function(op)
+  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+  -- Clamp like Python's list.insert; RedisJSON would refuse an index out of range.
+  local n, i = array_len(op.jpath), tonumber(op.args[1])
+  if i < 0 then i = math.max(0, n + i) end
+  if i > n then i = n end
+  redis.call('JSON.ARRINSERT', DOC, op.jpath, i, op.args[2])
+  return '{"index":' .. i .. ',"value":' .. op.args[2] .. '}'
+end
+
+H['list.pop'] = function(op)
+  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+  local n, i = array_len(op.jpath), tonumber(op.args[1])
+  if n == 0 then return false, 'EMPTY', 'pop from empty list' end
+  if i < 0 then i = n + i end
+  if i < 0 or i >= n then return false, 'EMPTY', 'pop index out of range' end
+  local value = redis.call('JSON.ARRPOP', DOC, op.jpath, i)[1]
+  return '{"index":' .. i .. ',"value":' .. value .. '}', value
+end
+
+H['list.clear'] = function(op)
+  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+  redis.call('JSON.SET', DOC, op.jpath, '[]')
+  return '{}'
+end
+
+local function require_object(op)
+  return json_type(op.jpath) == 'object'
+end
+
+H['dict.set_item'] = function(op)
+  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  redis.call('JSON.SET', DOC, op.args[2], op.args[3])
+  return '{"key":' .. op.args[1] .. ',"value":' .. op.args[3] .. '}'
+end
+
+H['dict.update'] = function(op)
+  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  local items = {}
+  for i = 1, #op.args, 3 do
+    redis.call('JSON.SET', DOC, op.args[i + 1], op.args[i + 2])
+    items[#items + 1] = op.args[i] .. ':' .. op.args[i + 2]
+  end
+  return '{"items":{' .. table.concat(items, ',') .. '}}'
+end
+
+-- dict.del_item, dict.pop: args = key as JSON, item path, has default ('1'/'0').
+local function remove_key(op)
+  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  local value = get_one(op.args[2])
+  if not value then
+    if op.args[3] == '1' then return nil end
+    return false, 'KEY', op.args[1]
+  end
+  redis.call('JSON.DEL', DOC, op.args[2])
+  return '{"key":' .. op.args[1] .. ',"value":' .. value .. '}', value
+end
+H['dict.del_item'] = remove_key
+H['dict.pop'] = remove_key
+
+H['dict.popitem'] = function(op)
+  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  local keys = redis.call('JSON.OBJKEYS', DOC, op.jpath)[1]
+  if #keys == 0 then return false, 'KEY', 'popitem(): dictionary is empty' end
+  local key = keys[#keys]
+  local path = item_path(op.jpath, key)
+  if not path then return false, 'UNSAFE', key end
+  local value = get_one(path)
+  redis.call('JSON.DEL', DOC, path)
+  local key_json = cjson.encode(key)
+  return '{"key":' .. key_json .. ',"value":' .. value .. '}', '[' .. key_json .. ',' .. value .. ']'
+end
+
+H['dict.clear'] = function(op)
+  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  redis.call('JSON.SET', DOC, op.jpath, '{}')
+  return '{}'
+end
+
+-- 1. Read the current state: does the document exist, what is the last seq?
+local exists = redis.call('EXISTS', DOC) == 1
+local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
+local seq = 0
+if last then seq = tonumber(last[2][2]) end
+if EXPECTED ~= '' and tonumber(EXPECTED) ~= seq then
+  return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
+end
+
+-- 2. Parse the operations.
+local ops, pos = {}, 9
+if CREATE ~= '' and not exists then
+  ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true }
+end
+for _ = 1, NOPS do
+  local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2], args = {} }
+  local n = tonumber(ARGV[pos + 3])
+  for j = 1, n do op.args[j] = ARGV[pos + 3 + j] end
+  pos = pos + 4 + n
+  ops[#ops + 1] = op
+end
+if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then
+  snapshot = true
+  if exists then
+    local ok, raw = pcall(redis.call, 'JSON.GET', DOC, '$')
+    if not ok then return abort('NOJSON', tostring(raw)) end
+    before = string.sub(raw, 2, -2)
+  end
+end
+
+-- 3. Apply them to the document, collecting events and results.
+local events, results = {}, {}
+for _, op in ipairs(ops) do
+  local handler = H[op.type]
+  if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
+  if op.type ~= 'saved' and not exists then return abort('NOT_FOUND', op.path) end
+  local pok, data, result, detail = pcall(handler, op)
+  if not pok then
+    local message = tostring(data)
+    if string.find(message, 'nknown', 1, true) then return abort('NOJSON', message) end
+    return abort('REDIS', message)
+  end
+  if data == false then return abort(result, detail) end
+  exists = op.type ~= 'deleted'
+  if data then events[#events + 1] = { op.type, op.path, data } end
+  if not op.implicit then results[#results + 1] = result or false end
+end
+
+-- 4. Append the events: instance stream first (gapless seq), then the partition feed.
+local t = redis.call('TIME')
+local ts = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local written = {}
+for _, ev in ipairs(events) do
+  seq = seq + 1
+  local id = redis.call('XADD', STREAM, '*', 'seq', seq, 'type', ev[1], 'path', ev[2],
+    'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+  redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
+    'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+  written[#written + 1] = { id, seq, ev[1] }
+end
+if TTL > 0 and #events > 0 then
+  redis.call('EXPIRE', DOC, TTL)
+  redis.call('EXPIRE', STREAM, TTL)
+end
+return { written, results, seq }

@@ -1,0 +1,95 @@
+"""The exception family: every error the library raises derives from StreamStoreError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "CorruptDocumentError",
+    "CorruptEventError",
+    "DocumentNotFoundError",
+    "EmptyContainerError",
+    "FieldTypeError",
+    "KeyMissingError",
+    "RedisJSONMissingError",
+    "StoredDataError",
+    "StreamStoreError",
+    "UnsafeKeyError",
+    "UsageError",
+]
+
+
+class StreamStoreError(Exception):
+    """Root of every error raised by streamstore."""
+
+
+# --- the caller used the library wrongly; nothing was written -------------------------------
+
+
+class UsageError(StreamStoreError):
+    """The caller asked for something the library cannot do (misuse, not bad data)."""
+
+
+class FieldTypeError(UsageError, TypeError):
+    """A value does not fit the field's type, e.g. ``Value must be int``.
+
+    The pydantic ``ValidationError`` with the details is chained as ``__cause__``.
+    """
+
+
+class UnsafeKeyError(UsageError, ValueError):
+    """A dict key cannot be addressed safely with a RedisJSON path.
+
+    RedisJSON's JSONPath has no working escape sequences, so a key that contains a backslash,
+    or both a single and a double quote, cannot be written item by item.
+    """
+
+
+class EmptyContainerError(UsageError, IndexError):
+    """Pop from an empty list, or a list index out of range."""
+
+
+class KeyMissingError(UsageError, KeyError):
+    """A dict key that is not there (``apop`` without default, ``adel_item``, ``apopitem``)."""
+
+    def __str__(self) -> str:
+        """Show the message, not KeyError's quoted repr of it."""
+        return str(self.args[0]) if self.args else ""
+
+
+class DocumentNotFoundError(StreamStoreError, KeyError):
+    """The model instance has no document in Redis (never saved, deleted, or expired)."""
+
+    def __str__(self) -> str:
+        """Show the message, not KeyError's quoted repr of it."""
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(StreamStoreError):
+    """The environment is not usable: bad Redis URL, missing server binary, and the like."""
+
+
+class RedisJSONMissingError(ConfigurationError):
+    """The Redis server has no RedisJSON module loaded."""
+
+
+# --- what is stored is not what we expect ---------------------------------------------------
+
+
+class StoredDataError(StreamStoreError, ValueError):
+    """What Redis holds cannot be read as streamstore data."""
+
+
+class CorruptEventError(StoredDataError):
+    """A stream entry cannot be read as an event, or does not apply to the document."""
+
+
+class CorruptDocumentError(StoredDataError):
+    """A stored document does not validate as the model it should hold."""
+
+
+# --- someone else wrote in between ---------------------------------------------------------
+
+
+class ConcurrencyError(StreamStoreError):
+    """Another writer changed the instance between our read and our write."""

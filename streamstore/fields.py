@@ -1,0 +1,328 @@
+"""Field wrappers: the values a model's attributes return, with their Redis operations.
+
+``user.name`` is a `RedisStr` (a real ``str``), ``user.tags`` a `RedisList` (a real ``list``),
+``user.metadata`` a `RedisDict`. Each knows the model and field it came from; its async methods
+validate locally, commit one event through the model, and only then change the local value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+
+from streamstore import operations as ops
+from streamstore.errors import FieldTypeError
+from streamstore.schema import Codec, container_codecs, field_codec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from streamstore.operations import FieldPath, Op
+    from streamstore.plan import Applied
+
+__all__ = [
+    "RedisBool",
+    "RedisBytes",
+    "RedisDatetime",
+    "RedisDict",
+    "RedisFloat",
+    "RedisInt",
+    "RedisList",
+    "RedisStr",
+    "wrap_scalar",
+]
+
+
+class Owner(Protocol):
+    """What a wrapper needs from the model that holds it (see `streamstore.model`)."""
+
+    def _ss_field_path(self, name: str) -> FieldPath: ...
+    async def _ss_commit(self, op: Op) -> Applied: ...
+    async def _ss_read(self, name: str) -> str: ...
+    def _ss_store(self, name: str, value: Any) -> None: ...
+
+
+_MISSING: Final = object()
+
+
+class FieldRef:
+    """Behaviour shared by every wrapper: which field it is, ``set`` and ``load``."""
+
+    _ss_parent: Owner
+    _ss_field: str
+
+    def _bind(self, parent: Owner, name: str) -> None:
+        self._ss_parent = parent
+        self._ss_field = name
+
+    def _codec(self) -> Codec:
+        return field_codec(type(self._ss_parent), self._ss_field)  # type: ignore[arg-type]
+
+    def _path(self) -> FieldPath:
+        return self._ss_parent._ss_field_path(self._ss_field)
+
+    async def set(self, value: Any) -> Any:
+        """Validate ``value`` for this field, write it (event ``set``) and return it."""
+        codec = self._codec()
+        valid = codec.validate(value)
+        await self._ss_parent._ss_commit(ops.set_value(self._path(), codec.dump_json(valid)))
+        self._ss_parent._ss_store(self._ss_field, valid)
+        return valid
+
+    async def load(self) -> Any:
+        """Read this field from Redis into the model and return the fresh value."""
+        value = self._codec().load_json(await self._ss_parent._ss_read(self._ss_field))
+        self._ss_parent._ss_store(self._ss_field, value)
+        return value
+
+
+class _Number(FieldRef):
+    async def increase(self, by: int | float = 1) -> Any:
+        """Add ``by`` in Redis (event ``number.incr``) and return the new value."""
+        codec = self._codec()
+        allowed = int if isinstance(self, int) else int | float
+        if isinstance(by, bool) or not isinstance(by, allowed):
+            raise FieldTypeError(f"Value must be {codec.name}")
+        applied = await self._ss_parent._ss_commit(ops.number_incr(self._path(), json.dumps(by)))
+        value = codec.load_json(cast("str", applied.results[0]))
+        self._ss_parent._ss_store(self._ss_field, value)
+        return value
+
+    increment = increase
+
+
+class RedisStr(FieldRef, str):
+    """A ``str`` field value."""
+
+
+
+class RedisBytes(FieldRef, bytes):
+    """A ``bytes`` field value (base64 in Redis)."""
+
+
+
+class RedisInt(_Number, int):
+    """An ``int`` field value."""
+
+
+
+class RedisFloat(_Number, float):
+    """A ``float`` field value."""
+
+
+
+class RedisBool(FieldRef, int):
+    """A ``bool`` field value (``bool`` cannot be subclassed: this is an int that prints as one).
+
+    It compares equal to True/False and is truthy like them; ``is True`` does not hold.
+    """
+
+
+    def __repr__(self) -> str:
+        """Print as True/False."""
+        return repr(bool(self))
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        """Format as True/False."""
+        return format(bool(self), spec)
+
+
+class RedisDatetime(FieldRef, datetime):
+    """A ``datetime`` field value (ISO 8601 in Redis)."""
+
+
+
+def wrap_scalar(value: Any, parent: Owner, name: str) -> Any:
+    """Return ``value`` as its wrapper bound to ``parent.name``, or unchanged if it has none."""
+    kind = type(value)
+    wrapped: FieldRef
+    if kind is str:
+        wrapped = RedisStr(value)
+    elif kind is int:
+        wrapped = RedisInt(value)
+    elif kind is bool:
+        wrapped = RedisBool(value)
+    elif kind is float:
+        wrapped = RedisFloat(value)
+    elif kind is bytes:
+        wrapped = RedisBytes(value)
+    elif kind is datetime:
+        wrapped = RedisDatetime(
+            value.year, value.month, value.day, value.hour, value.minute, value.second,
+            value.microsecond, value.tzinfo, fold=value.fold,
+        )
+    else:
+        return value
+    wrapped._bind(parent, name)
+    return wrapped
+
+
+class _Container(FieldRef):
+    """Lists and dicts are stored as wrappers, so local changes stay on the model's value."""
+
+    #: The builtin this wrapper extends; copies and pickles are plain values of it, unbound.
+    _plain: type[Any]
+
+    def __copy__(self) -> Any:
+        return self._plain(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(self._plain(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self._plain, (self._plain(self),))
+
+    async def load(self) -> Any:
+        """Read this field from Redis and refresh this very object in place; return it."""
+        fresh = self._codec().load_json(await self._ss_parent._ss_read(self._ss_field))
+        self._replace(fresh)
+        return self
+
+    def _replace(self, fresh: Any) -> None:
+        raise NotImplementedError
+
+
+class RedisList(_Container, list[Any]):
+    """A ``list`` field value with atomic Redis operations."""
+
+    _plain = list
+
+    def _item(self, value: Any) -> tuple[Any, str]:
+        codec = container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
+        valid = codec.validate(value)
+        return valid, codec.dump_json(valid)
+
+    def _replace(self, fresh: Any) -> None:
+        list.clear(self)
+        list.extend(self, fresh)
+
+    async def aappend(self, value: Any) -> None:
+        """Append one item (event ``list.append``)."""
+        item, raw = self._item(value)
+        await self._ss_parent._ss_commit(ops.list_append(self._path(), raw))
+        list.append(self, item)
+
+    async def aextend(self, values: Iterable[Any]) -> None:
+        """Append several items in one event (``list.extend``); an empty iterable writes nothing."""
+        checked = [self._item(v) for v in values]
+        if not checked:
+            return
+        await self._ss_parent._ss_commit(ops.list_extend(self._path(), [r for _, r in checked]))
+        list.extend(self, [item for item, _ in checked])
+
+    async def ainsert(self, index: int, value: Any) -> None:
+        """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
+        item, raw = self._item(value)
+        await self._ss_parent._ss_commit(ops.list_insert(self._path(), index, raw))
+        list.insert(self, index, item)
+
+    async def apop(self, index: int = -1) -> Any:
+        """Remove and return the item at ``index`` (event ``list.pop``).
+
+        Raises `EmptyContainerError` (an `IndexError`) for an empty list or a bad index;
+        the check runs in Redis, against the stored list.
+        """
+        applied = await self._ss_parent._ss_commit(ops.list_pop(self._path(), index))
+        raw = cast("str", applied.results[0])
+        codec = container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
+        value = codec.load_json(raw)
+        if -len(self) <= index < len(self):
+            list.pop(self, index)
+        return value
+
+    async def aclear(self) -> None:
+        """Remove every item (event ``list.clear``)."""
+        await self._ss_parent._ss_commit(ops.list_clear(self._path()))
+        list.clear(self)
+
+
+def _split_pair(raw: str) -> tuple[str, str]:
+    """Split the script's ``[key_json,value_json]`` into the key and the value's raw JSON."""
+    key, end = json.JSONDecoder().raw_decode(raw, 1)
+    return key, raw[end + 1 : -1]
+
+
+class RedisDict(_Container, dict[Any, Any]):
+    """A ``dict`` field value with atomic Redis operations."""
+
+    _plain = dict
+
+    def _codecs(self) -> tuple[Codec, Codec]:
+        codecs = container_codecs(type(self._ss_parent), self._ss_field)  # type: ignore[arg-type]
+        return cast("Codec", codecs.key), codecs.item
+
+    def _key(self, key: Any) -> tuple[Any, str]:
+        """Validate a key; return it and its text as a JSON object key."""
+        valid = self._codecs()[0].validate(key)
+        dumped = self._codecs()[0].dump_json(valid)
+        return valid, json.loads(dumped) if dumped.startswith('"') else dumped
+
+    def _value(self, value: Any) -> tuple[Any, str]:
+        codec = self._codecs()[1]
+        valid = codec.validate(value)
+        return valid, codec.dump_json(valid)
+
+    def _replace(self, fresh: Any) -> None:
+        dict.clear(self)
+        dict.update(self, fresh)
+
+    async def aset_item(self, key: Any, value: Any) -> None:
+        """Set one key (event ``dict.set_item``)."""
+        k, text = self._key(key)
+        v, raw = self._value(value)
+        await self._ss_parent._ss_commit(ops.dict_set_item(self._path(), text, raw))
+        dict.__setitem__(self, k, v)
+
+    async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
+        """Set several keys in one event (``dict.update``); nothing to set writes nothing."""
+        items = {**(other or {}), **kwargs}
+        checked = [(self._key(k), self._value(v)) for k, v in items.items()]
+        if not checked:
+            return
+        pairs = [(text, raw) for (_, text), (_, raw) in checked]
+        await self._ss_parent._ss_commit(ops.dict_update(self._path(), pairs))
+        dict.update(self, {k: v for (k, _), (v, _) in checked})
+
+    async def adel_item(self, key: Any) -> None:
+        """Delete one key (event ``dict.del_item``); `KeyMissingError` (a KeyError) if absent."""
+        k, text = self._key(key)
+        await self._ss_parent._ss_commit(ops.dict_del_item(self._path(), text))
+        dict.pop(self, k, None)
+
+    async def apop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Remove one key and return its value (event ``dict.pop``).
+
+        A missing key returns ``default`` and writes nothing, or raises `KeyMissingError`
+        (a `KeyError`) when no default is given.
+        """
+        k, text = self._key(key)
+        has_default = default is not _MISSING
+        op = ops.dict_pop(self._path(), text, has_default=has_default)
+        raw = (await self._ss_parent._ss_commit(op)).results[0]
+        dict.pop(self, k, None)
+        if raw is None:
+            return default
+        return self._codecs()[1].load_json(raw)
+
+    async def apopitem(self) -> tuple[Any, Any]:
+        """Remove the last key (document order) and return ``(key, value)`` (event ``dict.popitem``).
+
+        Raises `KeyMissingError` (a `KeyError`) when the dict is empty.
+        """
+        applied = await self._ss_parent._ss_commit(ops.dict_popitem(self._path()))
+        key_text, raw = _split_pair(cast("str", applied.results[0]))
+        key_codec, value_codec = self._codecs()
+        key = key_codec.load_json(json.dumps(key_text)) if key_codec.name == "str" else (
+            key_codec.validate(key_text)
+        )
+        dict.pop(self, key, None)
+        return key, value_codec.load_json(raw)
+
+    async def aclear(self) -> None:
+        """Remove every key (event ``dict.clear``)."""
+        await self._ss_parent._ss_commit(ops.dict_clear(self._path()))
+        dict.clear(self)

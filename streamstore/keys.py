@@ -1,0 +1,84 @@
+"""Every Redis key template and every stream field name the library uses."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+__all__ = [
+    "EVENT_FIELDS",
+    "EVENT_SCHEMA_VERSION",
+    "FEED_FIELDS",
+    "KeySpace",
+    "InstanceKeys",
+]
+
+#: Version of the stream entry layout below; written into every entry as ``v``.
+EVENT_SCHEMA_VERSION = "1"
+
+#: Fields of an instance stream entry, in the order they are written.
+EVENT_FIELDS = ("seq", "type", "path", "data", "ts", "meta", "v")
+
+#: Fields of a change feed entry: the instance's pk and stream id, then the event fields.
+FEED_FIELDS = ("pk", "id", *EVENT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceKeys:
+    """The three keys one write touches; they share one hash tag, hence one cluster slot."""
+
+    doc: str
+    stream: str
+    feed: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key layout of one model class.
+
+    ``prefix`` is the class's key prefix (its name unless ``Meta.key_prefix`` says otherwise)
+    and ``partitions`` the number of change feed partitions (``Meta.partitions``). An instance
+    lives in partition ``crc32(pk) % partitions``; its document, its stream and that partition's
+    feed all carry the hash tag ``{<prefix>:<partition>}``::
+
+        {User:7}:<pk>           the JSON document (model.key)
+        {User:7}#events:<pk>    the instance's event stream (model.stream_key)
+        {User:7}#feed           the change feed of partition 7
+
+    Documents use ``}:`` after the tag and everything else ``}#``, so no pk can make a document
+    key collide with a stream or feed key.
+    """
+
+    prefix: str
+    partitions: int
+
+    def partition(self, pk: str) -> int:
+        """Return the feed partition of ``pk`` (stable across processes and languages)."""
+        return zlib.crc32(pk.encode()) % self.partitions
+
+    def tag(self, partition: int) -> str:
+        """Return the hash tag shared by every key of ``partition``."""
+        return f"{{{self.prefix}:{partition}}}"
+
+    def for_pk(self, pk: str) -> InstanceKeys:
+        """Return the document, stream and feed keys of the instance ``pk``."""
+        tag = self.tag(self.partition(pk))
+        return InstanceKeys(doc=f"{tag}:{pk}", stream=f"{tag}#events:{pk}", feed=f"{tag}#feed")
+
+    def feed(self, partition: int) -> str:
+        """Return the change feed key of ``partition``."""
+        return f"{self.tag(partition)}#feed"
+
+    def doc_pattern(self, partition: int) -> str:
+        """Return a SCAN MATCH pattern for the documents of ``partition``."""
+        tag = self.tag(partition).replace("[", "\\[").replace("]", "\\]")
+        return f"{tag.replace('*', chr(92) + '*').replace('?', chr(92) + '?')}:*"
+
+    def pk_from_doc_key(self, key: str) -> str | None:
+        """Return the pk inside a document key of this class, or None if it is not one."""
+        head, sep, pk = key.partition("}:")
+        if not sep or not head.startswith(f"{{{self.prefix}:"):
+            return None
+        if self.for_pk(pk).doc != key:
+            return None
+        return pk

@@ -1,0 +1,276 @@
+"""The operations table: per event type, its argument checks, its Redis side and its fold step.
+
+Pure: no I/O, no clock, no ids. Every mutation the model API offers becomes one `Op` built by a
+constructor below; `apply.lua` has a handler of the same name that runs the RedisJSON commands,
+and the row's ``fold`` replays the event on a plain JSON document. Tests iterate `OPERATIONS`, so
+an operation without a Lua handler, a fold step or a golden case fails the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamstore.errors import CorruptEventError, UnsafeKeyError
+
+__all__ = [
+    "OPERATIONS",
+    "FieldPath",
+    "Op",
+    "Operation",
+    "dict_clear",
+    "dict_del_item",
+    "dict_pop",
+    "dict_popitem",
+    "dict_set_item",
+    "dict_update",
+    "event_path",
+    "item_json_path",
+    "json_path",
+    "list_append",
+    "list_clear",
+    "list_extend",
+    "list_insert",
+    "list_pop",
+    "number_incr",
+    "parse_event_path",
+    "save",
+    "delete",
+    "set_value",
+]
+
+#: A field's position in the document: model field names from the root, e.g. ("profile", "skills").
+FieldPath = tuple[str, ...]
+
+JSON = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
+
+
+def event_path(path: FieldPath) -> str:
+    """Render a field path as the event's ``path``: ``$`` or ``$.profile.skills``."""
+    return "".join(("$", *(f".{name}" for name in path)))
+
+
+def parse_event_path(text: str) -> FieldPath:
+    """Parse an event ``path`` back into field names."""
+    if text == "$":
+        return ()
+    if not text.startswith("$."):
+        raise CorruptEventError(f"event path must start with '$.': {text!r}")
+    return tuple(text[2:].split("."))
+
+
+def json_path(path: FieldPath) -> str:
+    """Render a field path as a RedisJSON path (bracket form: safe for any identifier)."""
+    return "".join(("$", *(f"['{name}']" for name in path)))
+
+
+def item_json_path(path: FieldPath, key: str) -> str:
+    """Return the RedisJSON path of ``key`` inside the dict at ``path``.
+
+    RedisJSON reads the text between the quotes literally and has no working escape sequence,
+    so the key is wrapped in whichever quote it does not contain; a key with a backslash, or
+    with both quotes, cannot be addressed and is refused before anything is written.
+    """
+    if "\\" in key or ("'" in key and '"' in key):
+        raise UnsafeKeyError(
+            f"dict key {key!r} cannot be addressed in a RedisJSON path "
+            "(it contains a backslash, or both quote characters)"
+        )
+    quote = '"' if "'" in key else "'"
+    return f"{json_path(path)}[{quote}{key}{quote}]"
+
+
+def _key_json(key: str) -> str:
+    return json.dumps(key, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One mutation of one instance, ready to be planned: event type, field path, arguments.
+
+    ``args`` are the handler's arguments in `apply.lua`, already JSON-encoded where they are
+    values; their layout per type is set by the constructors below.
+    """
+
+    type: str
+    path: FieldPath
+    args: tuple[str, ...] = ()
+
+
+# --- constructors: the only way to make an Op ------------------------------------------------
+
+
+def save(document_json: str) -> Op:
+    """Replace the whole document (event ``saved``)."""
+    return Op("saved", (), (document_json,))
+
+
+def delete() -> Op:
+    """Delete the document; the stream stays as history (event ``deleted``)."""
+    return Op("deleted", ())
+
+
+def set_value(path: FieldPath, value_json: str) -> Op:
+    """Set one field (event ``set``)."""
+    return Op("set", path, (value_json,))
+
+
+def number_incr(path: FieldPath, by_json: str) -> Op:
+    """Add to a number (event ``number.incr``)."""
+    return Op("number.incr", path, (by_json,))
+
+
+def list_append(path: FieldPath, value_json: str) -> Op:
+    """Append one item to a list (event ``list.append``)."""
+    return Op("list.append", path, (value_json,))
+
+
+def list_extend(path: FieldPath, values_json: Sequence[str]) -> Op:
+    """Append several items to a list (event ``list.extend``); needs at least one item."""
+    if not values_json:
+        raise ValueError("list_extend needs at least one value")
+    return Op("list.extend", path, tuple(values_json))
+
+
+def list_insert(path: FieldPath, index: int, value_json: str) -> Op:
+    """Insert an item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
+    return Op("list.insert", path, (str(index), value_json))
+
+
+def list_pop(path: FieldPath, index: int = -1) -> Op:
+    """Remove and return the item at ``index`` (event ``list.pop``)."""
+    return Op("list.pop", path, (str(index),))
+
+
+def list_clear(path: FieldPath) -> Op:
+    """Empty a list (event ``list.clear``)."""
+    return Op("list.clear", path)
+
+
+def dict_set_item(path: FieldPath, key: str, value_json: str) -> Op:
+    """Set one key of a dict (event ``dict.set_item``)."""
+    return Op("dict.set_item", path, (_key_json(key), item_json_path(path, key), value_json))
+
+
+def dict_update(path: FieldPath, items: Sequence[tuple[str, str]]) -> Op:
+    """Set several keys of a dict (event ``dict.update``); needs at least one item."""
+    if not items:
+        raise ValueError("dict_update needs at least one item")
+    args: list[str] = []
+    for key, value_json in items:
+        args += (_key_json(key), item_json_path(path, key), value_json)
+    return Op("dict.update", path, tuple(args))
+
+
+def dict_del_item(path: FieldPath, key: str) -> Op:
+    """Delete one key of a dict; a missing key is an error (event ``dict.del_item``)."""
+    return Op("dict.del_item", path, (_key_json(key), item_json_path(path, key), "0"))
+
+
+def dict_pop(path: FieldPath, key: str, *, has_default: bool) -> Op:
+    """Remove and return one key of a dict (event ``dict.pop``).
+
+    With a default, a missing key changes nothing and writes no event.
+    """
+    flag = "1" if has_default else "0"
+    return Op("dict.pop", path, (_key_json(key), item_json_path(path, key), flag))
+
+
+def dict_popitem(path: FieldPath) -> Op:
+    """Remove and return the last key of a dict, in document order (event ``dict.popitem``)."""
+    return Op("dict.popitem", path)
+
+
+def dict_clear(path: FieldPath) -> Op:
+    """Empty a dict (event ``dict.clear``)."""
+    return Op("dict.clear", path)
+
+
+# --- fold steps: replay one event on a plain JSON document -----------------------------------
+
+
+def _parent(doc: JSON, path: FieldPath) -> tuple[Any, str]:
+    node = doc
+    for name in path[:-1]:
+        node = node[name]
+    return node, path[-1]
+
+
+def _fold_set(doc: JSON, path: FieldPath, data: JSON) -> JSON:
+    parent, name = _parent(doc, path)
+    parent[name] = data["value"]
+    return doc
+
+
+def _fold_incr(doc: JSON, path: FieldPath, data: JSON) -> JSON:
+    parent, name = _parent(doc, path)
+    parent[name] += data["by"]
+    return doc
+
+
+def _container_step(step: Callable[[Any, JSON], None]) -> Callable[[JSON, FieldPath, JSON], JSON]:
+    """Lift a step on the list/dict at ``path`` to a step on the whole document."""
+
+    def fold(doc: JSON, path: FieldPath, data: JSON) -> JSON:
+        parent, name = _parent(doc, path)
+        step(parent[name], data)
+        return doc
+
+    return fold
+
+
+def _replace_with(empty: Callable[[], JSON]) -> Callable[[JSON, FieldPath, JSON], JSON]:
+    def fold(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001 (uniform signature)
+        parent, name = _parent(doc, path)
+        parent[name] = empty()
+        return doc
+
+    return fold
+
+
+def _del_key(container: dict[str, JSON], data: JSON) -> None:
+    del container[data["key"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A row of the operations table."""
+
+    type: str
+    #: Replays the event: ``fold(document, path, data) -> document``. The document is None
+    #: when the instance does not exist (before ``saved``, after ``deleted``).
+    fold: Callable[[JSON, FieldPath, JSON], JSON]
+    #: Whether the event's ``path`` must be the root ``$`` (whole-document events).
+    whole_document: bool = False
+
+
+def _fold_saved(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return data
+
+
+def _fold_deleted(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return None
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.type: op
+    for op in (
+        Operation("saved", _fold_saved, whole_document=True),
+        Operation("deleted", _fold_deleted, whole_document=True),
+        Operation("set", _fold_set),
+        Operation("number.incr", _fold_incr),
+        Operation("list.append", _container_step(lambda c, d: c.append(d["value"]))),
+        Operation("list.extend", _container_step(lambda c, d: c.extend(d["values"]))),
+        Operation("list.insert", _container_step(lambda c, d: c.insert(d["index"], d["value"]))),
+        Operation("list.pop", _container_step(lambda c, d: c.pop(d["index"]))),
+        Operation("list.clear", _replace_with(list)),
+        Operation("dict.set_item", _container_step(lambda c, d: c.__setitem__(d["key"], d["value"]))),
+        Operation("dict.update", _container_step(lambda c, d: c.update(d["items"]))),
+        Operation("dict.del_item", _container_step(_del_key)),
+        Operation("dict.pop", _container_step(_del_key)),
+        Operation("dict.popitem", _container_step(_del_key)),
+        Operation("dict.clear", _replace_with(dict)),
+    )
+}

