@@ -8,7 +8,11 @@
 -- KEYS: doc, stream, feed
 -- ARGV: pk, meta, schema version, ttl seconds (0 = leave), feed maxlen,
 --       expected seq ('' = none), create-if-missing document ('' = none), op count,
---       then per op: type, event path, json path, n, and n arguments.
+--       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
+--
+-- RedisJSON's number parser is not exact (a double can land one unit off), so for values
+-- that may hold floats ('r') the event records the value as stored, read back from the
+-- document, never the text we sent: replaying the event must give the same document.
 
 local DOC, STREAM, FEED = KEYS[1], KEYS[2], KEYS[3]
 local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
@@ -31,10 +35,11 @@ local function abort(code, detail)
   return redis.error_reply('STREAMSTORE ' .. code .. ' ' .. (detail or ''))
 end
 
--- A JSONPath for one key of the object at `path`. RedisJSON strings have no escapes, so
--- the key must avoid the quote we wrap it in, and backslashes entirely.
+-- A JSONPath for one key of the object at `path`. RedisJSON strings have no escapes and
+-- lose leading spaces, so the key must avoid the quote we wrap it in, backslashes, and a
+-- leading space (the same rule as operations.item_json_path).
 local function item_path(path, key)
-  if string.find(key, '\\', 1, true) then return nil end
+  if string.find(key, '\\', 1, true) or string.sub(key, 1, 1) == ' ' then return nil end
   if not string.find(key, "'", 1, true) then return path .. "['" .. key .. "']" end
   if not string.find(key, '"', 1, true) then return path .. '["' .. key .. '"]' end
   return nil
@@ -65,6 +70,7 @@ local H = {}
 
 H['saved'] = function(op)
   redis.call('JSON.SET', DOC, '$', op.args[1])
+  if op.rb then return get_one('$') end
   return op.args[1]
 end
 
@@ -78,14 +84,15 @@ H['set'] = function(op)
   if not redis.call('JSON.SET', DOC, op.jpath, op.args[1]) then
     return false, 'PATH', op.path .. ' has no parent in the document'
   end
-  return '{"value":' .. op.args[1] .. '}'
+  local value = op.rb and get_one(op.jpath) or op.args[1]
+  return '{"value":' .. value .. '}', value
 end
 
 H['number.incr'] = function(op)
   local t = json_type(op.jpath)
   if t ~= 'integer' and t ~= 'number' then return false, 'PATH', op.path .. ' is not a number' end
-  local r = redis.call('JSON.NUMINCRBY', DOC, op.jpath, op.args[1])
-  return '{"by":' .. op.args[1] .. '}', string.sub(r, 2, -2)
+  local value = string.sub(redis.call('JSON.NUMINCRBY', DOC, op.jpath, op.args[1]), 2, -2)
+  return '{"by":' .. op.args[1] .. ',"value":' .. value .. '}', value
 end
 
 local function require_array(op)
@@ -96,13 +103,18 @@ end
 H['list.append'] = function(op)
   if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
   redis.call('JSON.ARRAPPEND', DOC, op.jpath, op.args[1])
-  return '{"value":' .. op.args[1] .. '}'
+  local value = op.rb and get_one(op.jpath .. '[-1]') or op.args[1]
+  return '{"value":' .. value .. '}'
 end
 
 H['list.extend'] = function(op)
   if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
   redis.call('JSON.ARRAPPEND', DOC, op.jpath, unpack(op.args))
-  return '{"values":[' .. table.concat(op.args, ',') .. ']}'
+  local values = table.concat(op.args, ',')
+  if op.rb then
+    values = string.sub(redis.call('JSON.GET', DOC, op.jpath .. '[-' .. #op.args .. ':]'), 2, -2)
+  end
+  return '{"values":[' .. values .. ']}'
 end
 
 H['list.insert'] = function(op)
@@ -112,7 +124,8 @@ H['list.insert'] = function(op)
   if i < 0 then i = math.max(0, n + i) end
   if i > n then i = n end
   redis.call('JSON.ARRINSERT', DOC, op.jpath, i, op.args[2])
-  return '{"index":' .. i .. ',"value":' .. op.args[2] .. '}'
+  local value = op.rb and get_one(op.jpath .. '[' .. i .. ']') or op.args[2]
+  return '{"index":' .. i .. ',"value":' .. value .. '}'
 end
 
 H['list.pop'] = function(op)
@@ -138,7 +151,8 @@ end
 H['dict.set_item'] = function(op)
   if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
   redis.call('JSON.SET', DOC, op.args[2], op.args[3])
-  return '{"key":' .. op.args[1] .. ',"value":' .. op.args[3] .. '}'
+  local value = op.rb and get_one(op.args[2]) or op.args[3]
+  return '{"key":' .. op.args[1] .. ',"value":' .. value .. '}'
 end
 
 H['dict.update'] = function(op)
@@ -146,7 +160,8 @@ H['dict.update'] = function(op)
   local items = {}
   for i = 1, #op.args, 3 do
     redis.call('JSON.SET', DOC, op.args[i + 1], op.args[i + 2])
-    items[#items + 1] = op.args[i] .. ':' .. op.args[i + 2]
+    local value = op.rb and get_one(op.args[i + 1]) or op.args[i + 2]
+    items[#items + 1] = op.args[i] .. ':' .. value
   end
   return '{"items":{' .. table.concat(items, ',') .. '}}'
 end
@@ -196,13 +211,15 @@ end
 -- 2. Parse the operations.
 local ops, pos = {}, 9
 if CREATE ~= '' and not exists then
-  ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true }
+  ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true,
+    rb = true }
 end
 for _ = 1, NOPS do
-  local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2], args = {} }
-  local n = tonumber(ARGV[pos + 3])
-  for j = 1, n do op.args[j] = ARGV[pos + 3 + j] end
-  pos = pos + 4 + n
+  local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2],
+    rb = ARGV[pos + 3] == 'r', args = {} }
+  local n = tonumber(ARGV[pos + 4])
+  for j = 1, n do op.args[j] = ARGV[pos + 4 + j] end
+  pos = pos + 5 + n
   ops[#ops + 1] = op
 end
 if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then

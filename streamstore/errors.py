@@ -40,8 +40,9 @@ class FieldTypeError(UsageError, TypeError):
 class UnsafeKeyError(UsageError, ValueError):
     """A dict key cannot be addressed safely with a RedisJSON path.
 
-    RedisJSON's JSONPath has no working escape sequences, so a key that contains a backslash,
-    or both a single and a double quote, cannot be written item by item.
+    RedisJSON's JSONPath has no working escape sequences and drops leading spaces, so a key
+    that contains a backslash or both a single and a double quote, or starts with a space,
+    cannot be written item by item.
     """
 
 

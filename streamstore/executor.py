@@ -9,10 +9,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from streamstore.errors import RedisJSONMissingError
-from streamstore.events import text
+from streamstore.events import Event, decode_entry, text
 from streamstore.plan import APPLY_SCRIPT, REDISJSON_HINT, Applied, Plan, error_from_reply, parse_reply
 
-__all__ = ["get_document", "get_path", "run_plan"]
+__all__ = ["get_document", "get_path", "read_events", "run_plan"]
 
 _APPLY_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
 
@@ -62,3 +62,11 @@ async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:
         return None
     found = text(raw)
     return None if found == "[]" else found[1:-1]
+
+
+async def read_events(
+    client: aioredis.Redis, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
+) -> list[Event]:
+    """Return the events of ``stream`` between stream ids ``start`` and ``end``, oldest first."""
+    entries = await client.xrange(stream, start, end, count=count)
+    return [decode_entry(entry_id, fields) for entry_id, fields in entries]

@@ -67,7 +67,10 @@ class FieldRef:
         """Validate ``value`` for this field, write it (event ``set``) and return it."""
         codec = self._codec()
         valid = codec.validate(value)
-        await self._ss_parent._ss_commit(ops.set_value(self._path(), codec.dump_json(valid)))
+        op = ops.set_value(self._path(), codec.dump_json(valid), readback=codec.may_hold_floats)
+        applied = await self._ss_parent._ss_commit(op)
+        if codec.may_hold_floats:  # keep exactly what Redis stored
+            valid = codec.load_json(cast("str", applied.results[0]))
         self._ss_parent._ss_store(self._ss_field, valid)
         return valid
 
@@ -191,8 +194,11 @@ class RedisList(_Container, list[Any]):
 
     _plain = list
 
+    def _item_codec(self) -> Codec:
+        return container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
+
     def _item(self, value: Any) -> tuple[Any, str]:
-        codec = container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
+        codec = self._item_codec()
         valid = codec.validate(value)
         return valid, codec.dump_json(valid)
 
@@ -203,7 +209,8 @@ class RedisList(_Container, list[Any]):
     async def aappend(self, value: Any) -> None:
         """Append one item (event ``list.append``)."""
         item, raw = self._item(value)
-        await self._ss_parent._ss_commit(ops.list_append(self._path(), raw))
+        readback = self._item_codec().may_hold_floats
+        await self._ss_parent._ss_commit(ops.list_append(self._path(), raw, readback=readback))
         list.append(self, item)
 
     async def aextend(self, values: Iterable[Any]) -> None:
@@ -211,13 +218,17 @@ class RedisList(_Container, list[Any]):
         checked = [self._item(v) for v in values]
         if not checked:
             return
-        await self._ss_parent._ss_commit(ops.list_extend(self._path(), [r for _, r in checked]))
+        op = ops.list_extend(
+            self._path(), [r for _, r in checked], readback=self._item_codec().may_hold_floats
+        )
+        await self._ss_parent._ss_commit(op)
         list.extend(self, [item for item, _ in checked])
 
     async def ainsert(self, index: int, value: Any) -> None:
         """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
         item, raw = self._item(value)
-        await self._ss_parent._ss_commit(ops.list_insert(self._path(), index, raw))
+        readback = self._item_codec().may_hold_floats
+        await self._ss_parent._ss_commit(ops.list_insert(self._path(), index, raw, readback=readback))
         list.insert(self, index, item)
 
     async def apop(self, index: int = -1) -> Any:
@@ -227,9 +238,7 @@ class RedisList(_Container, list[Any]):
         the check runs in Redis, against the stored list.
         """
         applied = await self._ss_parent._ss_commit(ops.list_pop(self._path(), index))
-        raw = cast("str", applied.results[0])
-        codec = container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
-        value = codec.load_json(raw)
+        value = self._item_codec().load_json(cast("str", applied.results[0]))
         if -len(self) <= index < len(self):
             list.pop(self, index)
         return value
@@ -274,7 +283,8 @@ class RedisDict(_Container, dict[Any, Any]):
         """Set one key (event ``dict.set_item``)."""
         k, text = self._key(key)
         v, raw = self._value(value)
-        await self._ss_parent._ss_commit(ops.dict_set_item(self._path(), text, raw))
+        readback = self._codecs()[1].may_hold_floats
+        await self._ss_parent._ss_commit(ops.dict_set_item(self._path(), text, raw, readback=readback))
         dict.__setitem__(self, k, v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
@@ -284,7 +294,8 @@ class RedisDict(_Container, dict[Any, Any]):
         if not checked:
             return
         pairs = [(text, raw) for (_, text), (_, raw) in checked]
-        await self._ss_parent._ss_commit(ops.dict_update(self._path(), pairs))
+        readback = self._codecs()[1].may_hold_floats
+        await self._ss_parent._ss_commit(ops.dict_update(self._path(), pairs, readback=readback))
         dict.update(self, {k: v for (k, _), (v, _) in checked})
 
     async def adel_item(self, key: Any) -> None:

@@ -15,17 +15,18 @@ from streamstore._logging import debug_enabled, get_logger
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.context import current_meta_json
 from streamstore.errors import ConfigurationError, CorruptDocumentError, DocumentNotFoundError, UsageError
-from streamstore.executor import get_document, get_path, run_plan
+from streamstore.executor import get_document, get_path, read_events, run_plan
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.keys import KeySpace
 from streamstore.plan import build_plan
-from streamstore.schema import JSON_CONFIG
+from streamstore.schema import JSON_CONFIG, codec_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import redis.asyncio as aioredis
 
+    from streamstore.events import Event
     from streamstore.operations import FieldPath, Op
     from streamstore.plan import Applied
 
@@ -343,6 +344,10 @@ class BaseRedisModel(RedisEnabledModel):
         object.__setattr__(model, "_ss_persisted", True)
         return model
 
+    async def history(self) -> list[Event]:
+        """Return every event of this instance's stream, oldest first."""
+        return await read_events(self._ss_client(), self.stream_key)
+
     def redis_dump(self) -> dict[str, Any]:
         """Return the document as stored in Redis: JSON types only (bytes as base64)."""
         return self.model_dump(mode="json")
@@ -352,7 +357,8 @@ class BaseRedisModel(RedisEnabledModel):
     async def save(self) -> Self:
         """Write the whole model (event ``saved``) and return it."""
         self._ss_only_top_level("save")
-        await self._ss_apply([ops.save(self.model_dump_json())], create=False)
+        readback = codec_for(type(self)).may_hold_floats
+        await self._ss_apply([ops.save(self.model_dump_json(), readback=readback)], create=False)
         return self
 
     async def delete(self, key: str | None = None) -> None:

@@ -69,14 +69,15 @@ def json_path(path: FieldPath) -> str:
 def item_json_path(path: FieldPath, key: str) -> str:
     """Return the RedisJSON path of ``key`` inside the dict at ``path``.
 
-    RedisJSON reads the text between the quotes literally and has no working escape sequence,
-    so the key is wrapped in whichever quote it does not contain; a key with a backslash, or
-    with both quotes, cannot be addressed and is refused before anything is written.
+    RedisJSON reads the text between the quotes literally, has no working escape sequence, and
+    drops leading spaces; so the key is wrapped in whichever quote it does not contain, and a
+    key with a backslash, with both quotes, or starting with a space cannot be addressed: it is
+    refused before anything is written.
     """
-    if "\\" in key or ("'" in key and '"' in key):
+    if "\\" in key or ("'" in key and '"' in key) or key.startswith(" "):
         raise UnsafeKeyError(
             f"dict key {key!r} cannot be addressed in a RedisJSON path "
-            "(it contains a backslash, or both quote characters)"
+            "(it contains a backslash or both quote characters, or starts with a space)"
         )
     quote = '"' if "'" in key else "'"
     return f"{json_path(path)}[{quote}{key}{quote}]"
@@ -91,20 +92,23 @@ class Op:
     """One mutation of one instance, ready to be planned: event type, field path, arguments.
 
     ``args`` are the handler's arguments in `apply.lua`, already JSON-encoded where they are
-    values; their layout per type is set by the constructors below.
+    values; their layout per type is set by the constructors below. ``readback`` asks the
+    script to record values as RedisJSON stored them (needed where they may hold floats:
+    RedisJSON's number parser can land a double one unit off the text it was given).
     """
 
     type: str
     path: FieldPath
     args: tuple[str, ...] = ()
+    readback: bool = False
 
 
 # --- constructors: the only way to make an Op ------------------------------------------------
 
 
-def save(document_json: str) -> Op:
+def save(document_json: str, *, readback: bool = False) -> Op:
     """Replace the whole document (event ``saved``)."""
-    return Op("saved", (), (document_json,))
+    return Op("saved", (), (document_json,), readback)
 
 
 def delete() -> Op:
@@ -112,31 +116,31 @@ def delete() -> Op:
     return Op("deleted", ())
 
 
-def set_value(path: FieldPath, value_json: str) -> Op:
+def set_value(path: FieldPath, value_json: str, *, readback: bool = False) -> Op:
     """Set one field (event ``set``)."""
-    return Op("set", path, (value_json,))
+    return Op("set", path, (value_json,), readback)
 
 
 def number_incr(path: FieldPath, by_json: str) -> Op:
-    """Add to a number (event ``number.incr``)."""
+    """Add to a number (event ``number.incr``; its data also records the resulting value)."""
     return Op("number.incr", path, (by_json,))
 
 
-def list_append(path: FieldPath, value_json: str) -> Op:
+def list_append(path: FieldPath, value_json: str, *, readback: bool = False) -> Op:
     """Append one item to a list (event ``list.append``)."""
-    return Op("list.append", path, (value_json,))
+    return Op("list.append", path, (value_json,), readback)
 
 
-def list_extend(path: FieldPath, values_json: Sequence[str]) -> Op:
+def list_extend(path: FieldPath, values_json: Sequence[str], *, readback: bool = False) -> Op:
     """Append several items to a list (event ``list.extend``); needs at least one item."""
     if not values_json:
         raise ValueError("list_extend needs at least one value")
-    return Op("list.extend", path, tuple(values_json))
+    return Op("list.extend", path, tuple(values_json), readback)
 
 
-def list_insert(path: FieldPath, index: int, value_json: str) -> Op:
+def list_insert(path: FieldPath, index: int, value_json: str, *, readback: bool = False) -> Op:
     """Insert an item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
-    return Op("list.insert", path, (str(index), value_json))
+    return Op("list.insert", path, (str(index), value_json), readback)
 
 
 def list_pop(path: FieldPath, index: int = -1) -> Op:
@@ -149,19 +153,22 @@ def list_clear(path: FieldPath) -> Op:
     return Op("list.clear", path)
 
 
-def dict_set_item(path: FieldPath, key: str, value_json: str) -> Op:
+def dict_set_item(path: FieldPath, key: str, value_json: str, *, readback: bool = False) -> Op:
     """Set one key of a dict (event ``dict.set_item``)."""
-    return Op("dict.set_item", path, (_key_json(key), item_json_path(path, key), value_json))
+    args = (_key_json(key), item_json_path(path, key), value_json)
+    return Op("dict.set_item", path, args, readback)
 
 
-def dict_update(path: FieldPath, items: Sequence[tuple[str, str]]) -> Op:
+def dict_update(
+    path: FieldPath, items: Sequence[tuple[str, str]], *, readback: bool = False
+) -> Op:
     """Set several keys of a dict (event ``dict.update``); needs at least one item."""
     if not items:
         raise ValueError("dict_update needs at least one item")
     args: list[str] = []
     for key, value_json in items:
         args += (_key_json(key), item_json_path(path, key), value_json)
-    return Op("dict.update", path, tuple(args))
+    return Op("dict.update", path, tuple(args), readback)
 
 
 def dict_del_item(path: FieldPath, key: str) -> Op:
@@ -205,8 +212,10 @@ def _fold_set(doc: JSON, path: FieldPath, data: JSON) -> JSON:
 
 
 def _fold_incr(doc: JSON, path: FieldPath, data: JSON) -> JSON:
+    # The result as RedisJSON computed it: adding ``by`` here could differ by a unit in the
+    # last place (RedisJSON's float parsing is not exact).
     parent, name = _parent(doc, path)
-    parent[name] += data["by"]
+    parent[name] = data["value"]
     return doc
 
 

@@ -75,7 +75,8 @@ def build_plan(
         str(len(ops)),
     ]
     for op in ops:
-        args += (op.type, event_path(op.path), json_path(op.path), str(len(op.args)), *op.args)
+        flags = "r" if op.readback else ""
+        args += (op.type, event_path(op.path), json_path(op.path), flags, str(len(op.args)), *op.args)
     return Plan((keys.doc, keys.stream, keys.feed), tuple(args))
 
 
@@ -85,7 +86,7 @@ class Applied:
 
     #: (stream id, seq, type) of every event written, in order.
     events: tuple[tuple[str, int, str], ...]
-    #: Per operation: raw JSON of what it returns (popped value, new number) or None.
+    #: Per operation: raw JSON of what it returns (popped or stored value, new number) or None.
     results: tuple[str | None, ...]
     #: The instance's last seq after the call (its version).
     seq: int

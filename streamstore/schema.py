@@ -36,6 +36,8 @@ class Codec:
 
     adapter: TypeAdapter[Any]
     name: str
+    #: Whether values may contain floats, whose stored form must be read back (see `Op`).
+    may_hold_floats: bool
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` validated (and coerced, in pydantic's lax mode) for this type.
@@ -78,7 +80,31 @@ def codec_for(annotation: Any) -> Codec:
         adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     else:
         adapter = TypeAdapter(annotation, config=JSON_CONFIG)
-    return Codec(adapter, type_name(annotation))
+    return Codec(adapter, type_name(annotation), _may_hold_floats(adapter))
+
+
+def _may_hold_floats(adapter: TypeAdapter[Any]) -> bool:
+    """Tell from the type's JSON schema whether a value can contain a JSON float."""
+    try:
+        schema = adapter.json_schema()
+    except Exception:  # noqa: BLE001 (no schema: assume the worst, reading back is always safe)
+        return True
+    return _schema_may_hold_floats(schema)
+
+
+_NARROWING = ("type", "$ref", "anyOf", "allOf", "oneOf", "enum", "const", "not")
+
+
+def _schema_may_hold_floats(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_schema_may_hold_floats(item) for item in node)
+    if not isinstance(node, dict):
+        return False
+    if node.get("type") == "number" or (isinstance(node.get("type"), list) and "number" in node["type"]):
+        return True
+    if not any(key in node for key in _NARROWING) and "properties" not in node:
+        return True  # Any: could be a float
+    return any(_schema_may_hold_floats(value) for key, value in node.items() if key != "default")
 
 
 def field_codec(model: type[BaseModel], name: str) -> Codec:
