@@ -5,7 +5,7 @@
 -- restores the document and returns an error reply, so nothing is half-written (I2).
 -- The argument layout is built by streamstore/plan.py; keep the two in step.
 --
--- KEYS: doc, stream, feed
+-- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs)
 -- ARGV: pk, meta, schema version, ttl seconds (0 = leave), feed maxlen,
 --       expected seq ('' = none), create-if-missing document ('' = none), op count,
 --       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
@@ -14,20 +14,21 @@
 -- that may hold floats ('r') the event records the value as stored, read back from the
 -- document, never the text we sent: replaying the event must give the same document.
 
-local DOC, STREAM, FEED = KEYS[1], KEYS[2], KEYS[3]
+local DOC, STREAM, FEED, UNDO = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
 local TTL, FEED_MAXLEN = tonumber(ARGV[4]), ARGV[5]
 local EXPECTED, CREATE, NOPS = ARGV[6], ARGV[7], tonumber(ARGV[8])
 
--- A batch of several commands keeps the document as it was, to restore it if a later
--- operation fails. A single command either applies or fails without effect.
-local snapshot = false    -- whether `before` was taken
-local before = false      -- the document before the batch (false: there was none)
+-- A batch of several commands copies the document aside (COPY keeps RedisJSON's own
+-- representation; writing back its JSON text would not, its number parser being inexact),
+-- to put it back if a later operation fails. A single command applies or fails whole.
+local snapshot = false    -- whether a batch is running and the document may need restoring
+local existed = false     -- whether there was a document to copy aside
 
 local function abort(code, detail)
   if snapshot then
-    if before then
-      redis.call('JSON.SET', DOC, '$', before)
+    if existed then
+      redis.call('RENAME', UNDO, DOC)
     else
       redis.call('DEL', DOC)
     end
@@ -224,11 +225,8 @@ for _ = 1, NOPS do
 end
 if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then
   snapshot = true
-  if exists then
-    local ok, raw = pcall(redis.call, 'JSON.GET', DOC, '$')
-    if not ok then return abort('NOJSON', tostring(raw)) end
-    before = string.sub(raw, 2, -2)
-  end
+  existed = exists
+  if exists then redis.call('COPY', DOC, UNDO, 'REPLACE') end
 end
 
 -- 3. Apply them to the document, collecting events and results.
@@ -248,6 +246,8 @@ for _, op in ipairs(ops) do
   if data then events[#events + 1] = { op.type, op.path, data } end
   if not op.implicit then results[#results + 1] = result or false end
 end
+
+if existed then redis.call('DEL', UNDO) end
 
 -- 4. Append the events: instance stream first (gapless seq), then the partition feed.
 local t = redis.call('TIME')

@@ -21,10 +21,10 @@ async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
     """Run ``plan`` atomically in one round trip (EVALSHA; the script is loaded on first miss)."""
     try:
         try:
-            reply = await client.evalsha(_APPLY_SHA, 3, *plan.keys, *plan.args)
+            reply = await client.evalsha(_APPLY_SHA, len(plan.keys), *plan.keys, *plan.args)
         except NoScriptError:
             await client.script_load(APPLY_SCRIPT)
-            reply = await client.evalsha(_APPLY_SHA, 3, *plan.keys, *plan.args)
+            reply = await client.evalsha(_APPLY_SHA, len(plan.keys), *plan.keys, *plan.args)
     except ResponseError as exc:
         error = error_from_reply(str(exc), key=plan.keys[0])
         if error is None:

@@ -25,11 +25,13 @@ FEED_FIELDS = ("pk", "id", *EVENT_FIELDS)
 
 @dataclass(frozen=True, slots=True)
 class InstanceKeys:
-    """The three keys one write touches; they share one hash tag, hence one cluster slot."""
+    """The keys one write touches; they share one hash tag, hence one cluster slot."""
 
     doc: str
     stream: str
     feed: str
+    #: Scratch copy of the document while a batch of operations runs (deleted at its end).
+    undo: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class KeySpace:
         {User:7}:<pk>           the JSON document (model.key)
         {User:7}#events:<pk>    the instance's event stream (model.stream_key)
         {User:7}#feed           the change feed of partition 7
+        {User:7}#undo:<pk>      scratch copy of the document during a batch (never left behind)
 
     Documents use ``}:`` after the tag and everything else ``}#``, so no pk can make a document
     key collide with a stream or feed key.
@@ -63,7 +66,12 @@ class KeySpace:
     def for_pk(self, pk: str) -> InstanceKeys:
         """Return the document, stream and feed keys of the instance ``pk``."""
         tag = self.tag(self.partition(pk))
-        return InstanceKeys(doc=f"{tag}:{pk}", stream=f"{tag}#events:{pk}", feed=f"{tag}#feed")
+        return InstanceKeys(
+            doc=f"{tag}:{pk}",
+            stream=f"{tag}#events:{pk}",
+            feed=f"{tag}#feed",
+            undo=f"{tag}#undo:{pk}",
+        )
 
     def feed(self, partition: int) -> str:
         """Return the change feed key of ``partition``."""

@@ -19,7 +19,7 @@ from streamstore.executor import get_document, get_path, read_events, run_plan
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.keys import KeySpace
 from streamstore.plan import build_plan
-from streamstore.schema import JSON_CONFIG, codec_for
+from streamstore.schema import JSON_CONFIG, codec_for, field_codec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,9 +60,14 @@ class RedisEnabledModel(BaseModel):
         __ss_origin__: ClassVar[type[BaseModel]]
 
     @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        """Swap plain nested models in field types for their Redis-enabled variants."""
-        super().__pydantic_init_subclass__(**kwargs)
+    def __pydantic_on_complete__(cls) -> None:
+        """Swap plain nested models in field types for their Redis-enabled variants.
+
+        Runs once the field types are resolved: at class creation, or later for forward
+        references (a nested model defined below its user, ``from __future__ import annotations``
+        in a namespace pydantic cannot see). The forced rebuild keeps these resolved fields.
+        """
+        super().__pydantic_on_complete__()
         changed = False
         for name, info in cls.__pydantic_fields__.items():
             enabled = _enable(info.annotation)
@@ -72,7 +77,7 @@ class RedisEnabledModel(BaseModel):
                 cls.__pydantic_fields__[name] = replaced
                 changed = True
         if changed:
-            cls.model_rebuild(force=True)
+            cls.model_rebuild(force=True, _types_namespace={})
 
     def model_post_init(self, context: Any, /) -> None:
         """Store list and dict field values as `RedisList` / `RedisDict`."""
@@ -121,6 +126,26 @@ class RedisEnabledModel(BaseModel):
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    async def aset(self, **values: Any) -> None:
+        """Validate and write several fields in one atomic step (one ``set`` event each).
+
+        Also the way to set a field whose value is None (an unset ``Optional``), which has no
+        wrapper to call ``.set()`` on. Any invalid value refuses the whole call before writing.
+        """
+        planned = []
+        for name, value in values.items():
+            codec = field_codec(type(self), name)
+            valid = codec.validate(value)
+            op = ops.set_value(
+                self._ss_field_path(name), codec.dump_json(valid), readback=codec.may_hold_floats
+            )
+            planned.append((name, codec, valid, op))
+        if not planned:
+            return
+        applied = await self._ss_root()._ss_apply([op for *_, op in planned])
+        for (name, codec, valid, _), stored in zip(planned, applied.results, strict=True):
+            self._ss_store(name, codec.load_json(stored) if codec.may_hold_floats and stored else valid)
 
     # --- what field wrappers call (the `Owner` protocol of streamstore.fields) ---------------
 

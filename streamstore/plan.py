@@ -43,7 +43,7 @@ REDISJSON_HINT = (
 class Plan:
     """Keys and arguments of one `apply.lua` call."""
 
-    keys: tuple[str, str, str]
+    keys: tuple[str, str, str, str]
     args: tuple[str, ...]
 
 
@@ -77,7 +77,7 @@ def build_plan(
     for op in ops:
         flags = "r" if op.readback else ""
         args += (op.type, event_path(op.path), json_path(op.path), flags, str(len(op.args)), *op.args)
-    return Plan((keys.doc, keys.stream, keys.feed), tuple(args))
+    return Plan((keys.doc, keys.stream, keys.feed, keys.undo), tuple(args))
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,8 @@ operation = st.one_of(
     st.tuples(st.just("box_append"), ints),
     st.tuples(st.just("box_label"), keys, texts),
     st.tuples(st.just("box_pop"), indexes),
+    st.tuples(st.just("aset"), texts, st.one_of(floats, ints), st.booleans()),
+    st.tuples(st.just("aset_bad"), texts),
 )
 
 
@@ -112,6 +114,10 @@ async def run(model: Prop, op: tuple[Any, ...]) -> None:
             await model.box.labels.aset_item(key, value)
         case ("box_pop", index):
             await model.box.items.apop(index)
+        case ("aset", name, x, flag):
+            await model.aset(name=name, x=x, flag=flag)
+        case ("aset_bad", name):
+            await model.aset(name=name, n="not a number")
 
 
 @pytest.fixture(scope="module")

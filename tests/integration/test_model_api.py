@@ -475,6 +475,79 @@ class TestNesting:
             await detached.skills.aappend("x")
 
 
+class TestSeveralFields:
+    async def test_aset_writes_several_fields_in_one_atomic_step(self, redis):
+        user = User(name="J")
+        await user.save()
+        await user.aset(name="K", age=7)
+        assert (user.name, user.age) == ("K", 7)
+        events = await user.history()
+        assert [(e.type, e.path, e.data) for e in events[1:]] == [
+            ("set", "$.name", {"value": "K"}), ("set", "$.age", {"value": 7}),
+        ]
+        assert events[1].ts == events[2].ts
+
+    async def test_aset_sets_an_optional_field_that_holds_none(self, redis):
+        user = User(name="J")
+        await user.save()
+        assert user.seen is None
+        when = datetime(2024, 1, 1, tzinfo=UTC)
+        await user.aset(seen=when)
+        assert user.seen == when
+        assert (await User.get(user.key)).seen == when
+
+    async def test_aset_on_a_nested_model_writes_at_its_path(self, redis):
+        user = User(name="J")
+        await user.save()
+        await user.profile.aset(bio="hi")
+        assert (await user.history())[-1].path == "$.profile.bio"
+
+    async def test_aset_with_one_bad_value_writes_nothing(self, redis):
+        user = User(name="J")
+        await user.save()
+        with pytest.raises(TypeError, match="Value must be int"):
+            await user.aset(name="K", age="x")
+        with pytest.raises(UsageError, match="no field"):
+            await user.aset(nope=1)
+        assert user.name == "J"
+        assert await redis.xlen(user.stream_key) == 1
+
+    async def test_a_batch_failing_late_restores_the_document_exactly(self, redis):
+        class Floats(BaseRedisModel):
+            x: float = 2.0632104757639597e47
+            tags: list[str] = Field(default_factory=list)
+
+        model = Floats()
+        await model.save()
+        raw_before = await redis.execute_command("JSON.GET", model.key)
+        # The second operation fails in Redis (pop from an empty list) after the first applied.
+        batch = [
+            __import__("streamstore.operations").operations.set_value(("x",), "0.1"),
+            __import__("streamstore.operations").operations.list_pop(("tags",)),
+        ]
+        with pytest.raises(IndexError):
+            await model._ss_apply(batch)
+        assert await redis.execute_command("JSON.GET", model.key) == raw_before
+        assert await redis.xlen(model.stream_key) == 1
+        assert await redis.keys("*#undo:*") == []
+
+
+class TestForwardReferences:
+    async def test_a_nested_model_defined_below_its_user_gets_redis_operations(self, redis):
+        class Later(BaseRedisModel):
+            part: Part = Field(default_factory=lambda: Part())
+
+        class Part(BaseModel):
+            items: list[int] = Field(default_factory=list)
+            raw: bytes = b""
+
+        Later.model_rebuild()
+        later = Later(part=Part(raw=b"\xff"))
+        await later.part.items.aappend(1)
+        assert isinstance(later.part, Part)
+        assert (await stored(redis, later.key))["part"] == {"items": [1], "raw": "_w=="}
+
+
 class TestMeta:
     async def test_meta_ttl_expires_document_and_stream_together(self, redis):
         class Session(BaseRedisModel):
