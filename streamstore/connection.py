@@ -50,9 +50,9 @@ class RedisSettings:
 #: loop), a zero-argument factory, or None (settings from the environment, read at first use).
 ClientSource: TypeAlias = "Client | RedisSettings | str | Callable[[], Client] | None"
 
-_per_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[Any, Client]
-] = weakref.WeakKeyDictionary()
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Client]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def resolve_client(source: ClientSource) -> Client:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from streamstore.errors import RedisJSONMissingError
 from streamstore.events import Event, decode_entry, text
-from streamstore.plan import APPLY_SCRIPT, REDISJSON_HINT, Applied, Plan, error_from_reply, parse_reply
+from streamstore.plan import (
+    APPLY_SCRIPT,
+    REDISJSON_HINT,
+    Applied,
+    Plan,
+    error_from_reply,
+    parse_reply,
+)
 
 __all__ = ["get_document", "get_path", "read_events", "run_plan"]
 
@@ -43,7 +50,7 @@ def _json_error(exc: ResponseError) -> Exception:
 async def get_document(client: aioredis.Redis, key: str) -> str | None:
     """Return the raw JSON document at ``key``, or None if there is none."""
     try:
-        raw: Any = await client.execute_command("JSON.GET", key)
+        raw: Any = await client.execute_command("JSON.GET", key)  # type: ignore[no-untyped-call]
     except ResponseError as exc:
         raise _json_error(exc) from None
     return None if raw is None else text(raw)
@@ -55,7 +62,7 @@ async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:
     None when the document does not exist or the path matches nothing.
     """
     try:
-        raw: Any = await client.execute_command("JSON.GET", key, path)
+        raw: Any = await client.execute_command("JSON.GET", key, path)  # type: ignore[no-untyped-call]
     except ResponseError as exc:
         raise _json_error(exc) from None
     if raw is None:
@@ -65,8 +72,13 @@ async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:
 
 
 async def read_events(
-    client: aioredis.Redis, stream: str, *, start: str = "-", end: str = "+", count: int | None = None
+    client: aioredis.Redis,
+    stream: str,
+    *,
+    start: str = "-",
+    end: str = "+",
+    count: int | None = None,
 ) -> list[Event]:
     """Return the events of ``stream`` between stream ids ``start`` and ``end``, oldest first."""
-    entries = await client.xrange(stream, start, end, count=count)
+    entries = cast("list[tuple[Any, Any]]", await client.xrange(stream, start, end, count=count))
     return [decode_entry(entry_id, fields) for entry_id, fields in entries]

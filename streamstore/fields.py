@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from streamstore import operations as ops
 from streamstore.errors import FieldTypeError
-from streamstore.schema import Codec, container_codecs, field_codec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from streamstore.operations import FieldPath, Op
     from streamstore.plan import Applied
+    from streamstore.schema import Codec, ContainerCodecs
 
 __all__ = [
     "RedisBool",
@@ -39,6 +39,8 @@ class Owner(Protocol):
     """What a wrapper needs from the model that holds it (see `streamstore.model`)."""
 
     def _ss_field_path(self, name: str) -> FieldPath: ...
+    def _ss_codec(self, name: str) -> Codec: ...
+    def _ss_container_codecs(self, name: str) -> ContainerCodecs: ...
     async def _ss_commit(self, op: Op) -> Applied: ...
     async def _ss_read(self, name: str) -> str: ...
     def _ss_store(self, name: str, value: Any) -> None: ...
@@ -58,7 +60,7 @@ class FieldRef:
         self._ss_field = name
 
     def _codec(self) -> Codec:
-        return field_codec(type(self._ss_parent), self._ss_field)  # type: ignore[arg-type]
+        return self._ss_parent._ss_codec(self._ss_field)
 
     def _path(self) -> FieldPath:
         return self._ss_parent._ss_field_path(self._ss_field)
@@ -100,20 +102,16 @@ class RedisStr(FieldRef, str):
     """A ``str`` field value."""
 
 
-
 class RedisBytes(FieldRef, bytes):
     """A ``bytes`` field value (base64 in Redis)."""
-
 
 
 class RedisInt(_Number, int):
     """An ``int`` field value."""
 
 
-
 class RedisFloat(_Number, float):
     """A ``float`` field value."""
-
 
 
 class RedisBool(FieldRef, int):
@@ -121,7 +119,6 @@ class RedisBool(FieldRef, int):
 
     It compares equal to True/False and is truthy like them; ``is True`` does not hold.
     """
-
 
     def __repr__(self) -> str:
         """Print as True/False."""
@@ -136,7 +133,6 @@ class RedisBool(FieldRef, int):
 
 class RedisDatetime(FieldRef, datetime):
     """A ``datetime`` field value (ISO 8601 in Redis)."""
-
 
 
 def wrap_scalar(value: Any, parent: Owner, name: str) -> Any:
@@ -155,8 +151,15 @@ def wrap_scalar(value: Any, parent: Owner, name: str) -> Any:
         wrapped = RedisBytes(value)
     elif kind is datetime:
         wrapped = RedisDatetime(
-            value.year, value.month, value.day, value.hour, value.minute, value.second,
-            value.microsecond, value.tzinfo, fold=value.fold,
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            value.tzinfo,
+            fold=value.fold,
         )
     else:
         return value
@@ -195,7 +198,7 @@ class RedisList(_Container, list[Any]):
     _plain = list
 
     def _item_codec(self) -> Codec:
-        return container_codecs(type(self._ss_parent), self._ss_field).item  # type: ignore[arg-type]
+        return self._ss_parent._ss_container_codecs(self._ss_field).item
 
     def _item(self, value: Any) -> tuple[Any, str]:
         codec = self._item_codec()
@@ -228,7 +231,9 @@ class RedisList(_Container, list[Any]):
         """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._ss_parent._ss_commit(ops.list_insert(self._path(), index, raw, readback=readback))
+        await self._ss_parent._ss_commit(
+            ops.list_insert(self._path(), index, raw, readback=readback)
+        )
         list.insert(self, index, item)
 
     async def apop(self, index: int = -1) -> Any:
@@ -261,7 +266,7 @@ class RedisDict(_Container, dict[Any, Any]):
     _plain = dict
 
     def _codecs(self) -> tuple[Codec, Codec]:
-        codecs = container_codecs(type(self._ss_parent), self._ss_field)  # type: ignore[arg-type]
+        codecs = self._ss_parent._ss_container_codecs(self._ss_field)
         return cast("Codec", codecs.key), codecs.item
 
     def _key(self, key: Any) -> tuple[Any, str]:
@@ -284,7 +289,9 @@ class RedisDict(_Container, dict[Any, Any]):
         k, text = self._key(key)
         v, raw = self._value(value)
         readback = self._codecs()[1].may_hold_floats
-        await self._ss_parent._ss_commit(ops.dict_set_item(self._path(), text, raw, readback=readback))
+        await self._ss_parent._ss_commit(
+            ops.dict_set_item(self._path(), text, raw, readback=readback)
+        )
         dict.__setitem__(self, k, v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
@@ -327,8 +334,10 @@ class RedisDict(_Container, dict[Any, Any]):
         applied = await self._ss_parent._ss_commit(ops.dict_popitem(self._path()))
         key_text, raw = _split_pair(cast("str", applied.results[0]))
         key_codec, value_codec = self._codecs()
-        key = key_codec.load_json(json.dumps(key_text)) if key_codec.name == "str" else (
-            key_codec.validate(key_text)
+        key = (
+            key_codec.load_json(json.dumps(key_text))
+            if key_codec.name == "str"
+            else (key_codec.validate(key_text))
         )
         dict.pop(self, key, None)
         return key, value_codec.load_json(raw)

@@ -9,8 +9,8 @@ __all__ = [
     "EVENT_FIELDS",
     "EVENT_SCHEMA_VERSION",
     "FEED_FIELDS",
-    "KeySpace",
     "InstanceKeys",
+    "KeySpace",
 ]
 
 #: Version of the stream entry layout below; written into every entry as ``v``.

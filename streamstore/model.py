@@ -6,7 +6,17 @@ import copy
 import types
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Self,
+    Union,
+    get_args,
+    get_origin,
+)
 
 from pydantic import BaseModel, ConfigDict
 
@@ -14,12 +24,17 @@ from streamstore import operations as ops
 from streamstore._logging import debug_enabled, get_logger
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.context import current_meta_json
-from streamstore.errors import ConfigurationError, CorruptDocumentError, DocumentNotFoundError, UsageError
+from streamstore.errors import (
+    ConfigurationError,
+    CorruptDocumentError,
+    DocumentNotFoundError,
+    UsageError,
+)
 from streamstore.executor import get_document, get_path, read_events, run_plan
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.keys import KeySpace
 from streamstore.plan import build_plan
-from streamstore.schema import JSON_CONFIG, codec_for, field_codec
+from streamstore.schema import JSON_CONFIG, codec_for, container_codecs, field_codec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,6 +44,7 @@ if TYPE_CHECKING:
     from streamstore.events import Event
     from streamstore.operations import FieldPath, Op
     from streamstore.plan import Applied
+    from streamstore.schema import Codec, ContainerCodecs
 
 __all__ = ["BaseRedisModel", "ModelMeta", "RedisEnabledModel", "nested_variant"]
 
@@ -145,12 +161,20 @@ class RedisEnabledModel(BaseModel):
             return
         applied = await self._ss_root()._ss_apply([op for *_, op in planned])
         for (name, codec, valid, _), stored in zip(planned, applied.results, strict=True):
-            self._ss_store(name, codec.load_json(stored) if codec.may_hold_floats and stored else valid)
+            self._ss_store(
+                name, codec.load_json(stored) if codec.may_hold_floats and stored else valid
+            )
 
     # --- what field wrappers call (the `Owner` protocol of streamstore.fields) ---------------
 
     def _ss_parent_or_none(self) -> RedisEnabledModel | None:
         return getattr(self, "_ss_parent", None)
+
+    def _ss_codec(self, name: str) -> Codec:
+        return field_codec(type(self), name)
+
+    def _ss_container_codecs(self, name: str) -> ContainerCodecs:
+        return container_codecs(type(self), name)
 
     def _ss_field_path(self, name: str) -> FieldPath:
         path = [name]
@@ -218,7 +242,7 @@ def nested_variant(model: type[BaseModel]) -> type[RedisEnabledModel]:
     return variant
 
 
-def _enable(annotation: Any) -> Any:
+def _enable(annotation: Any) -> Any:  # noqa: PLR0911 (one return per kind of type expression)
     """Return ``annotation`` with plain pydantic models replaced by their variants."""
     if isinstance(annotation, type):
         if issubclass(annotation, BaseModel) and not issubclass(annotation, RedisEnabledModel):
@@ -254,7 +278,13 @@ class ModelMeta:
     feed_maxlen: int = 10_000
     keys: KeySpace = field(default_factory=lambda: KeySpace("", 16))
 
-    _OPTIONS: ClassVar[tuple[str, ...]] = ("redis", "ttl", "partitions", "key_prefix", "feed_maxlen")
+    _OPTIONS: ClassVar[tuple[str, ...]] = (
+        "redis",
+        "ttl",
+        "partitions",
+        "key_prefix",
+        "feed_maxlen",
+    )
 
     @classmethod
     def for_class(cls, model: type[BaseModel]) -> ModelMeta:
@@ -406,8 +436,12 @@ class BaseRedisModel(RedisEnabledModel):
         pk = cls._pk_of(key)
         meta = cls.__ss_meta__
         plan = build_plan(
-            meta.keys.for_pk(pk), pk, [ops.delete()], meta_json=current_meta_json(),
-            ttl=meta.ttl, feed_maxlen=meta.feed_maxlen,
+            meta.keys.for_pk(pk),
+            pk,
+            [ops.delete()],
+            meta_json=current_meta_json(),
+            ttl=meta.ttl,
+            feed_maxlen=meta.feed_maxlen,
         )
         try:
             applied = await run_plan(cls._ss_client(), plan)

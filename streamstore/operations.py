@@ -20,6 +20,7 @@ __all__ = [
     "FieldPath",
     "Op",
     "Operation",
+    "delete",
     "dict_clear",
     "dict_del_item",
     "dict_pop",
@@ -37,7 +38,6 @@ __all__ = [
     "number_incr",
     "parse_event_path",
     "save",
-    "delete",
     "set_value",
 ]
 
@@ -159,9 +159,7 @@ def dict_set_item(path: FieldPath, key: str, value_json: str, *, readback: bool 
     return Op("dict.set_item", path, args, readback)
 
 
-def dict_update(
-    path: FieldPath, items: Sequence[tuple[str, str]], *, readback: bool = False
-) -> Op:
+def dict_update(path: FieldPath, items: Sequence[tuple[str, str]], *, readback: bool = False) -> Op:
     """Set several keys of a dict (event ``dict.update``); needs at least one item."""
     if not items:
         raise ValueError("dict_update needs at least one item")
@@ -275,7 +273,9 @@ OPERATIONS: dict[str, Operation] = {
         Operation("list.insert", _container_step(lambda c, d: c.insert(d["index"], d["value"]))),
         Operation("list.pop", _container_step(lambda c, d: c.pop(d["index"]))),
         Operation("list.clear", _replace_with(list)),
-        Operation("dict.set_item", _container_step(lambda c, d: c.__setitem__(d["key"], d["value"]))),
+        Operation(
+            "dict.set_item", _container_step(lambda c, d: c.__setitem__(d["key"], d["value"]))
+        ),
         Operation("dict.update", _container_step(lambda c, d: c.update(d["items"]))),
         Operation("dict.del_item", _container_step(_del_key)),
         Operation("dict.pop", _container_step(_del_key)),

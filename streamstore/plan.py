@@ -76,7 +76,14 @@ def build_plan(
     ]
     for op in ops:
         flags = "r" if op.readback else ""
-        args += (op.type, event_path(op.path), json_path(op.path), flags, str(len(op.args)), *op.args)
+        args += (
+            op.type,
+            event_path(op.path),
+            json_path(op.path),
+            flags,
+            str(len(op.args)),
+            *op.args,
+        )
     return Plan((keys.doc, keys.stream, keys.feed, keys.undo), tuple(args))
 
 

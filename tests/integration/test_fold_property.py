@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,7 +35,9 @@ class Prop(BaseRedisModel):
 
 # Keys full of JSONPath syntax; some of them (backslash, both quotes, leading space) are refused.
 keys = st.one_of(
-    st.sampled_from([".", "'", '"', "[", "]", "$", "*", "@", "", "a b", " lead", "\\", "'\"", "ü☃"]),
+    st.sampled_from(
+        [".", "'", '"', "[", "]", "$", "*", "@", "", "a b", " lead", "\\", "'\"", "ü☃"]
+    ),
     st.text(max_size=5),
 )
 ints = st.integers(min_value=-(2**40), max_value=2**40)
@@ -43,81 +45,42 @@ floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 texts = st.text(max_size=8)
 indexes = st.integers(min_value=-4, max_value=4)
 
-operation = st.one_of(
-    st.tuples(st.just("save")),
-    st.tuples(st.just("delete")),
-    st.tuples(st.just("set_name"), texts),
-    st.tuples(st.just("set_flag"), st.booleans()),
-    st.tuples(st.just("incr_n"), ints),
-    st.tuples(st.just("incr_x"), st.one_of(floats, ints)),
-    st.tuples(st.just("set_tags"), st.lists(texts, max_size=3)),
-    st.tuples(st.just("append"), texts),
-    st.tuples(st.just("extend"), st.lists(texts, max_size=3)),
-    st.tuples(st.just("insert"), indexes, texts),
-    st.tuples(st.just("pop"), indexes),
-    st.tuples(st.just("clear_tags")),
-    st.tuples(st.just("set_item"), keys, ints),
-    st.tuples(st.just("update"), st.dictionaries(keys, ints, max_size=3)),
-    st.tuples(st.just("del_item"), keys),
-    st.tuples(st.just("pop_key"), keys, st.booleans()),
-    st.tuples(st.just("popitem")),
-    st.tuples(st.just("clear_m")),
-    st.tuples(st.just("box_append"), ints),
-    st.tuples(st.just("box_label"), keys, texts),
-    st.tuples(st.just("box_pop"), indexes),
-    st.tuples(st.just("aset"), texts, st.one_of(floats, ints), st.booleans()),
-    st.tuples(st.just("aset_bad"), texts),
-)
+# Each action: the strategies of its arguments, and the call it makes on a model.
+ACTIONS: dict[str, tuple[tuple[st.SearchStrategy[Any], ...], Callable[..., Awaitable[Any]]]] = {
+    "save": ((), lambda m: m.save()),
+    "delete": ((), lambda m: m.delete()),
+    "set_name": ((texts,), lambda m, v: m.name.set(v)),
+    "set_flag": ((st.booleans(),), lambda m, v: m.flag.set(v)),
+    "incr_n": ((ints,), lambda m, by: m.n.increase(by)),
+    "incr_x": ((st.one_of(floats, ints),), lambda m, by: m.x.increase(by)),
+    "set_tags": ((st.lists(texts, max_size=3),), lambda m, v: m.tags.set(v)),
+    "append": ((texts,), lambda m, v: m.tags.aappend(v)),
+    "extend": ((st.lists(texts, max_size=3),), lambda m, vs: m.tags.aextend(vs)),
+    "insert": ((indexes, texts), lambda m, i, v: m.tags.ainsert(i, v)),
+    "pop": ((indexes,), lambda m, i: m.tags.apop(i)),
+    "clear_tags": ((), lambda m: m.tags.aclear()),
+    "set_item": ((keys, ints), lambda m, k, v: m.m.aset_item(k, v)),
+    "update": ((st.dictionaries(keys, ints, max_size=3),), lambda m, items: m.m.aupdate(items)),
+    "del_item": ((keys,), lambda m, k: m.m.adel_item(k)),
+    "pop_key": ((keys,), lambda m, k: m.m.apop(k)),
+    "pop_key_default": ((keys,), lambda m, k: m.m.apop(k, None)),
+    "popitem": ((), lambda m: m.m.apopitem()),
+    "clear_m": ((), lambda m: m.m.aclear()),
+    "box_append": ((ints,), lambda m, v: m.box.items.aappend(v)),
+    "box_label": ((keys, texts), lambda m, k, v: m.box.labels.aset_item(k, v)),
+    "box_pop": ((indexes,), lambda m, i: m.box.items.apop(i)),
+    "aset": (
+        (texts, st.one_of(floats, ints), st.booleans()),
+        lambda m, name, x, flag: m.aset(name=name, x=x, flag=flag),
+    ),
+    "aset_bad": ((texts,), lambda m, name: m.aset(name=name, n="not a number")),
+}
+operation = st.one_of(*(st.tuples(st.just(name), *args) for name, (args, _) in ACTIONS.items()))
 
 
 async def run(model: Prop, op: tuple[Any, ...]) -> None:
-    match op:
-        case ("save",):
-            await model.save()
-        case ("delete",):
-            await model.delete()
-        case ("set_name", value):
-            await model.name.set(value)
-        case ("set_flag", value):
-            await model.flag.set(value)
-        case ("incr_n", by):
-            await model.n.increase(by)
-        case ("incr_x", by):
-            await model.x.increase(by)
-        case ("set_tags", value):
-            await model.tags.set(value)
-        case ("append", value):
-            await model.tags.aappend(value)
-        case ("extend", values):
-            await model.tags.aextend(values)
-        case ("insert", index, value):
-            await model.tags.ainsert(index, value)
-        case ("pop", index):
-            await model.tags.apop(index)
-        case ("clear_tags",):
-            await model.tags.aclear()
-        case ("set_item", key, value):
-            await model.m.aset_item(key, value)
-        case ("update", items):
-            await model.m.aupdate(items)
-        case ("del_item", key):
-            await model.m.adel_item(key)
-        case ("pop_key", key, with_default):
-            await (model.m.apop(key, None) if with_default else model.m.apop(key))
-        case ("popitem",):
-            await model.m.apopitem()
-        case ("clear_m",):
-            await model.m.aclear()
-        case ("box_append", value):
-            await model.box.items.aappend(value)
-        case ("box_label", key, value):
-            await model.box.labels.aset_item(key, value)
-        case ("box_pop", index):
-            await model.box.items.apop(index)
-        case ("aset", name, x, flag):
-            await model.aset(name=name, x=x, flag=flag)
-        case ("aset_bad", name):
-            await model.aset(name=name, n="not a number")
+    name, *args = op
+    await ACTIONS[name][1](model, *args)
 
 
 @pytest.fixture(scope="module")
@@ -132,18 +95,26 @@ async def check(redis: aioredis.Redis, model: Prop, ops: list[tuple[Any, ...]]) 
     handles = [model, Prop()]
     handles[1].pk = model.pk
     for step, op in enumerate(ops):
-        before = (await redis.xrange(model.stream_key), await redis.execute_command("JSON.GET", model.key))
+        before = (
+            await redis.xrange(model.stream_key),
+            await redis.execute_command("JSON.GET", model.key),
+        )
         try:
             await run(handles[step % 2], op)
         except (StreamStoreError, OverflowError):
             # A refused operation writes nothing at all: no event, no document change.
-            after = (await redis.xrange(model.stream_key), await redis.execute_command("JSON.GET", model.key))
+            after = (
+                await redis.xrange(model.stream_key),
+                await redis.execute_command("JSON.GET", model.key),
+            )
             assert after == before, f"refused {op} wrote something"
         entries = await redis.xrange(model.stream_key)
         assert [int(f[b"seq"]) for _, f in entries] == list(range(1, len(entries) + 1))
         events = await model.history()
         raw = await redis.execute_command("JSON.GET", model.key)
-        assert fold(events) == (None if raw is None else json.loads(raw)), f"after {ops[: step + 1]}"
+        assert fold(events) == (None if raw is None else json.loads(raw)), (
+            f"after {ops[: step + 1]}"
+        )
 
 
 @settings(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from streamstore import (
     BaseRedisModel,
+    ConfigurationError,
     DocumentNotFoundError,
     EmptyContainerError,
     FieldTypeError,
@@ -22,6 +23,7 @@ from streamstore import (
     UnsafeKeyError,
     UsageError,
 )
+from streamstore import operations as ops
 
 
 class UserProfile(BaseModel):
@@ -211,7 +213,9 @@ class TestTypeErrors:
             ("data", 3.5, "Value must be bytes"),
         ],
     )
-    async def test_bad_value_raises_type_error_and_writes_nothing(self, redis, field, value, message):
+    async def test_bad_value_raises_type_error_and_writes_nothing(
+        self, redis, field, value, message
+    ):
         user = User(name="J")
         await user.save()
         before = await redis.xlen(user.stream_key)
@@ -359,7 +363,23 @@ class TestDicts:
 
     @pytest.mark.parametrize(
         "key",
-        [".", '"', "'", "]", "[", "$", "a b", "trailing ", "\t", "ünï☃", "", "a.b", "x['y']", "$..*", "@"],
+        [
+            ".",
+            '"',
+            "'",
+            "]",
+            "[",
+            "$",
+            "a b",
+            "trailing ",
+            "\t",
+            "ünï☃",
+            "",
+            "a.b",
+            "x['y']",
+            "$..*",
+            "@",
+        ],
     )
     async def test_keys_with_jsonpath_characters_round_trip(self, redis, key):
         user = User(name="J")
@@ -443,7 +463,8 @@ class TestNesting:
         await user.save()
         document = await stored(redis, user.key)
         assert document["stats"] == {
-            "login_count": 10, "preferences": {"notifications": True, "dark_mode": False},
+            "login_count": 10,
+            "preferences": {"notifications": True, "dark_mode": False},
         }
         assert await redis.exists(user.stats.key) == 0
 
@@ -483,7 +504,8 @@ class TestSeveralFields:
         assert (user.name, user.age) == ("K", 7)
         events = await user.history()
         assert [(e.type, e.path, e.data) for e in events[1:]] == [
-            ("set", "$.name", {"value": "K"}), ("set", "$.age", {"value": 7}),
+            ("set", "$.name", {"value": "K"}),
+            ("set", "$.age", {"value": 7}),
         ]
         assert events[1].ts == events[2].ts
 
@@ -521,10 +543,7 @@ class TestSeveralFields:
         await model.save()
         raw_before = await redis.execute_command("JSON.GET", model.key)
         # The second operation fails in Redis (pop from an empty list) after the first applied.
-        batch = [
-            __import__("streamstore.operations").operations.set_value(("x",), "0.1"),
-            __import__("streamstore.operations").operations.list_pop(("tags",)),
-        ]
+        batch = [ops.set_value(("x",), "0.1"), ops.list_pop(("tags",))]
         with pytest.raises(IndexError):
             await model._ss_apply(batch)
         assert await redis.execute_command("JSON.GET", model.key) == raw_before
@@ -535,7 +554,7 @@ class TestSeveralFields:
 class TestForwardReferences:
     async def test_a_nested_model_defined_below_its_user_gets_redis_operations(self, redis):
         class Later(BaseRedisModel):
-            part: Part = Field(default_factory=lambda: Part())
+            part: Part = Field(default_factory=lambda: Part())  # noqa: PLW0108 (Part comes later)
 
         class Part(BaseModel):
             items: list[int] = Field(default_factory=list)
@@ -551,14 +570,14 @@ class TestForwardReferences:
 class TestMeta:
     async def test_meta_ttl_expires_document_and_stream_together(self, redis):
         class Session(BaseRedisModel):
-            token: str = "t"
+            label: str = "t"
 
             class Meta:
                 ttl = 100
 
         session = Session()
         await session.save()
-        await session.token.set("u")
+        await session.label.set("u")
         assert 0 < await redis.ttl(session.key) <= 100
         assert 0 < await redis.ttl(session.stream_key) <= 100
 
@@ -589,11 +608,17 @@ class TestMeta:
 
     @pytest.mark.parametrize(
         ("options", "message"),
-        [({"partitions": 0}, "partitions"), ({"ttl": -1}, "ttl"), ({"key_prefix": "a{b"}, "key_prefix")],
+        [
+            ({"partitions": 0}, "partitions"),
+            ({"ttl": -1}, "ttl"),
+            ({"key_prefix": "a{b"}, "key_prefix"),
+        ],
     )
     async def test_bad_meta_is_refused_when_the_class_is_made(self, options, message):
-        from streamstore import ConfigurationError
-
+        meta = type("Meta", (), {**options, "__qualname__": "Bad.Meta", "__module__": __name__})
         with pytest.raises(ConfigurationError, match=message):
-            meta = type("Meta", (), {**options, "__qualname__": "Bad.Meta", "__module__": __name__})
-            type("Bad", (BaseRedisModel,), {"Meta": meta, "__qualname__": "Bad", "__module__": __name__})
+            type(
+                "Bad",
+                (BaseRedisModel,),
+                {"Meta": meta, "__qualname__": "Bad", "__module__": __name__},
+            )

@@ -113,5 +113,7 @@ async def test_events_of_many_instances_share_a_partition_feed_in_write_order(re
     await first.name.set("again")
     feed = await redis.xrange(Tiny.__ss_meta__.keys.feed(0))
     assert [(f[b"pk"].decode(), f[b"type"]) for _, f in feed] == [
-        (first.pk, b"saved"), (second.pk, b"saved"), (first.pk, b"set"),
+        (first.pk, b"saved"),
+        (second.pk, b"saved"),
+        (first.pk, b"set"),
     ]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Lint, type-check and test, using the tools in .venv (run scripts/bootstrap.sh first).
+# Arguments replace the default pytest target `tests`, e.g. `bash scripts/check.sh -k launcher`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== ruff check"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest -q -p no:cacheprovider --ignore=tests/benchmarks "${@:-tests}"
