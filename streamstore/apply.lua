@@ -203,8 +203,11 @@ end
 -- 1. Read the current state: does the document exist, what is the last seq?
 local exists = redis.call('EXISTS', DOC) == 1
 local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
-local seq = 0
-if last then seq = tonumber(last[2][2]) end
+local seq, last_ms = 0, 0
+if last then
+  seq = tonumber(last[2][2])
+  last_ms = tonumber(string.match(last[1], '^(%d+)'))
+end
 if EXPECTED ~= '' and tonumber(EXPECTED) ~= seq then
   return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
 end
@@ -250,12 +253,15 @@ end
 if existed then redis.call('DEL', UNDO) end
 
 -- 4. Append the events: instance stream first (gapless seq), then the partition feed.
+-- The entry id is '<ms>-*' with ms the server time (never below the stream's last id), so the
+-- event's `ts` is exactly the time part of its id.
 local t = redis.call('TIME')
-local ts = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ts = string.format('%.0f', math.max(now, last_ms))
 local written = {}
 for _, ev in ipairs(events) do
   seq = seq + 1
-  local id = redis.call('XADD', STREAM, '*', 'seq', seq, 'type', ev[1], 'path', ev[2],
+  local id = redis.call('XADD', STREAM, ts .. '-*', 'seq', seq, 'type', ev[1], 'path', ev[2],
     'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
   redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
     'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import functools
 import gc
 import json
 import platform
@@ -285,12 +286,6 @@ def build_rows(user_model: type[BaseRedisModel], client: aioredis.Redis) -> list
     async def lib_get(key: str, _i: int) -> None:
         await user_model.get(key)
 
-    def raw_op(fn: Callable[[aioredis.Redis, RawInstance, int], Awaitable[None]]) -> Op:
-        async def op(inst: RawInstance, i: int) -> None:
-            await fn(client, inst, i)
-
-        return op
-
     table = [
         ("set", lib_set, raw_set),
         ("aappend", lib_append, raw_append),
@@ -304,7 +299,7 @@ def build_rows(user_model: type[BaseRedisModel], client: aioredis.Redis) -> list
             mode,
             tasks,
             Side(lib_fresh_keys if name == "get" else lib_fresh, lib_fn),
-            Side(raw_fresh, raw_op(raw_fn)),
+            Side(raw_fresh, functools.partial(raw_fn, client)),
         )
         for name, lib_fn, raw_fn in table
         for mode, tasks in (("sequential", 1), (f"{TASKS} tasks", TASKS))
