@@ -55,17 +55,24 @@ _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Client
 )
 
 
+#: The last loop each source was used in, and its client there: the hot path's one lookup.
+_recent: dict[Any, tuple[weakref.ref[asyncio.AbstractEventLoop], Client]] = {}
+
+
 def resolve_client(source: ClientSource) -> Client:
     """Return the client for ``source`` in the running event loop."""
     if isinstance(source, aioredis.Redis):
         return source
     loop = asyncio.get_running_loop()
-    clients = _per_loop.setdefault(loop, {})
     if source is None:
         settings = RedisSettings.from_env()
         cache_key: Any = settings
     else:
         cache_key = source
+    recent = _recent.get(cache_key)
+    if recent is not None and recent[0]() is loop:
+        return recent[1]
+    clients = _per_loop.setdefault(loop, {})
     client = clients.get(cache_key)
     if client is None:
         if source is None:
@@ -77,4 +84,5 @@ def resolve_client(source: ClientSource) -> Client:
         else:
             client = source()
         clients[cache_key] = client
+    _recent[cache_key] = (weakref.ref(loop), client)
     return client

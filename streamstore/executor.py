@@ -47,13 +47,13 @@ def _json_error(exc: ResponseError) -> Exception:
     return exc
 
 
-async def get_document(client: aioredis.Redis, key: str) -> str | None:
-    """Return the raw JSON document at ``key``, or None if there is none."""
+async def get_document(client: aioredis.Redis, key: str) -> str | bytes | None:
+    """Return the raw JSON document at ``key`` (as the client returns it), or None."""
     try:
-        raw: Any = await client.execute_command("JSON.GET", key)  # type: ignore[no-untyped-call]
+        raw: str | bytes | None = await client.execute_command("JSON.GET", key)  # type: ignore[no-untyped-call]
     except ResponseError as exc:
         raise _json_error(exc) from None
-    return None if raw is None else text(raw)
+    return raw  # bytes or str: it goes straight to validate_json
 
 
 async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:

@@ -16,7 +16,7 @@ from streamstore import operations as ops
 from streamstore.errors import FieldTypeError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from streamstore.operations import FieldPath, Op
     from streamstore.plan import Applied
@@ -35,13 +35,18 @@ __all__ = [
 ]
 
 
+class Root(Protocol):
+    """What a wrapper needs from the top-level model: applying operations."""
+
+    async def _ss_apply(self, batch: Sequence[Op]) -> Applied: ...
+
+
 class Owner(Protocol):
     """What a wrapper needs from the model that holds it (see `streamstore.model`)."""
 
-    def _ss_field_path(self, name: str) -> FieldPath: ...
+    def _ss_locate(self, name: str) -> tuple[Root, FieldPath]: ...
     def _ss_codec(self, name: str) -> Codec: ...
     def _ss_container_codecs(self, name: str) -> ContainerCodecs: ...
-    async def _ss_commit(self, op: Op) -> Applied: ...
     async def _ss_read(self, name: str) -> str: ...
     def _ss_store(self, name: str, value: Any) -> None: ...
 
@@ -62,15 +67,18 @@ class FieldRef:
     def _codec(self) -> Codec:
         return self._ss_parent._ss_codec(self._ss_field)
 
-    def _path(self) -> FieldPath:
-        return self._ss_parent._ss_field_path(self._ss_field)
+    async def _write(self, build: Callable[[FieldPath], Op]) -> Applied:
+        """Build this field's operation from its path and apply it on the top-level model."""
+        root, path = self._ss_parent._ss_locate(self._ss_field)
+        return await root._ss_apply((build(path),))
 
     async def set(self, value: Any) -> Any:
         """Validate ``value`` for this field, write it (event ``set``) and return it."""
         codec = self._codec()
         valid = codec.validate(value)
-        op = ops.set_value(self._path(), codec.dump_json(valid), readback=codec.may_hold_floats)
-        applied = await self._ss_parent._ss_commit(op)
+        raw = codec.dump_json(valid)
+        readback = codec.may_hold_floats
+        applied = await self._write(lambda path: ops.set_value(path, raw, readback=readback))
         if codec.may_hold_floats:  # keep exactly what Redis stored
             valid = codec.load_json(cast("str", applied.results[0]))
         self._ss_parent._ss_store(self._ss_field, valid)
@@ -90,7 +98,7 @@ class _Number(FieldRef):
         allowed = int if isinstance(self, int) else int | float
         if isinstance(by, bool) or not isinstance(by, allowed):
             raise FieldTypeError(f"Value must be {codec.name}")
-        applied = await self._ss_parent._ss_commit(ops.number_incr(self._path(), json.dumps(by)))
+        applied = await self._write(lambda path: ops.number_incr(path, json.dumps(by)))
         value = codec.load_json(cast("str", applied.results[0]))
         self._ss_parent._ss_store(self._ss_field, value)
         return value
@@ -213,7 +221,7 @@ class RedisList(_Container, list[Any]):
         """Append one item (event ``list.append``)."""
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._ss_parent._ss_commit(ops.list_append(self._path(), raw, readback=readback))
+        await self._write(lambda path: ops.list_append(path, raw, readback=readback))
         list.append(self, item)
 
     async def aextend(self, values: Iterable[Any]) -> None:
@@ -221,19 +229,16 @@ class RedisList(_Container, list[Any]):
         checked = [self._item(v) for v in values]
         if not checked:
             return
-        op = ops.list_extend(
-            self._path(), [r for _, r in checked], readback=self._item_codec().may_hold_floats
-        )
-        await self._ss_parent._ss_commit(op)
+        raws = [raw for _, raw in checked]
+        readback = self._item_codec().may_hold_floats
+        await self._write(lambda path: ops.list_extend(path, raws, readback=readback))
         list.extend(self, [item for item, _ in checked])
 
     async def ainsert(self, index: int, value: Any) -> None:
         """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._ss_parent._ss_commit(
-            ops.list_insert(self._path(), index, raw, readback=readback)
-        )
+        await self._write(lambda path: ops.list_insert(path, index, raw, readback=readback))
         list.insert(self, index, item)
 
     async def apop(self, index: int = -1) -> Any:
@@ -242,7 +247,7 @@ class RedisList(_Container, list[Any]):
         Raises `EmptyContainerError` (an `IndexError`) for an empty list or a bad index;
         the check runs in Redis, against the stored list.
         """
-        applied = await self._ss_parent._ss_commit(ops.list_pop(self._path(), index))
+        applied = await self._write(lambda path: ops.list_pop(path, index))
         value = self._item_codec().load_json(cast("str", applied.results[0]))
         if -len(self) <= index < len(self):
             list.pop(self, index)
@@ -250,7 +255,7 @@ class RedisList(_Container, list[Any]):
 
     async def aclear(self) -> None:
         """Remove every item (event ``list.clear``)."""
-        await self._ss_parent._ss_commit(ops.list_clear(self._path()))
+        await self._write(ops.list_clear)
         list.clear(self)
 
 
@@ -271,8 +276,9 @@ class RedisDict(_Container, dict[Any, Any]):
 
     def _key(self, key: Any) -> tuple[Any, str]:
         """Validate a key; return it and its text as a JSON object key."""
-        valid = self._codecs()[0].validate(key)
-        dumped = self._codecs()[0].dump_json(valid)
+        codec = self._codecs()[0]
+        valid = codec.validate(key)
+        dumped = codec.dump_json(valid)
         return valid, json.loads(dumped) if dumped.startswith('"') else dumped
 
     def _value(self, value: Any) -> tuple[Any, str]:
@@ -289,9 +295,7 @@ class RedisDict(_Container, dict[Any, Any]):
         k, text = self._key(key)
         v, raw = self._value(value)
         readback = self._codecs()[1].may_hold_floats
-        await self._ss_parent._ss_commit(
-            ops.dict_set_item(self._path(), text, raw, readback=readback)
-        )
+        await self._write(lambda path: ops.dict_set_item(path, text, raw, readback=readback))
         dict.__setitem__(self, k, v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
@@ -302,13 +306,13 @@ class RedisDict(_Container, dict[Any, Any]):
             return
         pairs = [(text, raw) for (_, text), (_, raw) in checked]
         readback = self._codecs()[1].may_hold_floats
-        await self._ss_parent._ss_commit(ops.dict_update(self._path(), pairs, readback=readback))
+        await self._write(lambda path: ops.dict_update(path, pairs, readback=readback))
         dict.update(self, {k: v for (k, _), (v, _) in checked})
 
     async def adel_item(self, key: Any) -> None:
         """Delete one key (event ``dict.del_item``); `KeyMissingError` (a KeyError) if absent."""
         k, text = self._key(key)
-        await self._ss_parent._ss_commit(ops.dict_del_item(self._path(), text))
+        await self._write(lambda path: ops.dict_del_item(path, text))
         dict.pop(self, k, None)
 
     async def apop(self, key: Any, default: Any = _MISSING) -> Any:
@@ -319,8 +323,8 @@ class RedisDict(_Container, dict[Any, Any]):
         """
         k, text = self._key(key)
         has_default = default is not _MISSING
-        op = ops.dict_pop(self._path(), text, has_default=has_default)
-        raw = (await self._ss_parent._ss_commit(op)).results[0]
+        applied = await self._write(lambda path: ops.dict_pop(path, text, has_default=has_default))
+        raw = applied.results[0]
         dict.pop(self, k, None)
         if raw is None:
             return default
@@ -331,18 +335,14 @@ class RedisDict(_Container, dict[Any, Any]):
 
         Raises `KeyMissingError` (a `KeyError`) when the dict is empty.
         """
-        applied = await self._ss_parent._ss_commit(ops.dict_popitem(self._path()))
+        applied = await self._write(ops.dict_popitem)
         key_text, raw = _split_pair(cast("str", applied.results[0]))
         key_codec, value_codec = self._codecs()
-        key = (
-            key_codec.load_json(json.dumps(key_text))
-            if key_codec.name == "str"
-            else (key_codec.validate(key_text))
-        )
+        key = key_codec.validate(key_text)  # JSON object keys are text: "1" -> 1 for int keys
         dict.pop(self, key, None)
         return key, value_codec.load_json(raw)
 
     async def aclear(self) -> None:
         """Remove every key (event ``dict.clear``)."""
-        await self._ss_parent._ss_commit(ops.dict_clear(self._path()))
+        await self._write(ops.dict_clear)
         dict.clear(self)

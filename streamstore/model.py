@@ -32,7 +32,7 @@ from streamstore.errors import (
 )
 from streamstore.executor import get_document, get_path, read_events, run_plan
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
-from streamstore.keys import KeySpace
+from streamstore.keys import InstanceKeys, KeySpace
 from streamstore.plan import build_plan
 from streamstore.schema import JSON_CONFIG, codec_for, container_codecs, field_codec
 
@@ -96,25 +96,24 @@ class RedisEnabledModel(BaseModel):
             cls.model_rebuild(force=True, _types_namespace={})
 
     def model_post_init(self, context: Any, /) -> None:
-        """Store list and dict field values as `RedisList` / `RedisDict`."""
+        """Start unattached: a nested instance is bound to its parent when reached through it."""
         super().model_post_init(context)
-        for name in type(self).__pydantic_fields__:
-            self._ss_wrap_container(name)
-
-    def _ss_wrap_container(self, name: str) -> None:
-        values = self.__dict__
-        kind = type(values.get(name))
-        if kind is list:
-            values[name] = RedisList(values[name])
-        elif kind is dict:
-            values[name] = RedisDict(values[name])
+        object.__setattr__(self, "_ss_parent", None)
 
     def __getattribute__(self, name: str) -> Any:
-        """Return field values as wrappers bound to this model; anything else as is."""
+        """Return field values as wrappers bound to this model; anything else as is.
+
+        Lists and dicts are stored as `RedisList` / `RedisDict` on first access, so local
+        changes stay on the model's own value; scalars are wrapped on each access.
+        """
         value = object.__getattribute__(self, name)
         if name[0] == "_" or name not in type(self).__pydantic_fields__:
             return value
         kind = type(value)
+        if kind is list or kind is dict:
+            value = RedisList(value) if kind is list else RedisDict(value)
+            self.__dict__[name] = value
+            kind = type(value)
         if kind is RedisList or kind is RedisDict:
             value._bind(self, name)
             return value
@@ -123,12 +122,6 @@ class RedisEnabledModel(BaseModel):
             object.__setattr__(value, "_ss_field", name)
             return value
         return wrap_scalar(value, self, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Validate and set locally (no write); list and dict values become wrappers."""
-        super().__setattr__(name, value)
-        if name in type(self).__pydantic_fields__:
-            self._ss_wrap_container(name)
 
     def __eq__(self, other: object) -> bool:
         """Compare like pydantic does, treating a nested variant as the model it stands for."""
@@ -150,16 +143,16 @@ class RedisEnabledModel(BaseModel):
         wrapper to call ``.set()`` on. Any invalid value refuses the whole call before writing.
         """
         planned = []
+        root: BaseRedisModel | None = None
         for name, value in values.items():
             codec = field_codec(type(self), name)
             valid = codec.validate(value)
-            op = ops.set_value(
-                self._ss_field_path(name), codec.dump_json(valid), readback=codec.may_hold_floats
-            )
+            root, path = self._ss_locate(name)
+            op = ops.set_value(path, codec.dump_json(valid), readback=codec.may_hold_floats)
             planned.append((name, codec, valid, op))
-        if not planned:
+        if root is None:
             return
-        applied = await self._ss_root()._ss_apply([op for *_, op in planned])
+        applied = await root._ss_apply([op for *_, op in planned])
         for (name, codec, valid, _), stored in zip(planned, applied.results, strict=True):
             self._ss_store(
                 name, codec.load_json(stored) if codec.may_hold_floats and stored else valid
@@ -168,7 +161,11 @@ class RedisEnabledModel(BaseModel):
     # --- what field wrappers call (the `Owner` protocol of streamstore.fields) ---------------
 
     def _ss_parent_or_none(self) -> RedisEnabledModel | None:
-        return getattr(self, "_ss_parent", None)
+        try:
+            parent: RedisEnabledModel | None = object.__getattribute__(self, "_ss_parent")
+        except AttributeError:  # made without model_post_init (model_copy)
+            return None
+        return parent
 
     def _ss_codec(self, name: str) -> Codec:
         return field_codec(type(self), name)
@@ -176,31 +173,23 @@ class RedisEnabledModel(BaseModel):
     def _ss_container_codecs(self, name: str) -> ContainerCodecs:
         return container_codecs(type(self), name)
 
-    def _ss_field_path(self, name: str) -> FieldPath:
+    def _ss_locate(self, name: str) -> tuple[BaseRedisModel, FieldPath]:
+        """Return the top-level model this field belongs to, and the field's path in it."""
         path = [name]
         node = self
         while (parent := node._ss_parent_or_none()) is not None:
             path.append(node._ss_field)
-            node = parent
-        return tuple(reversed(path))
-
-    def _ss_root(self) -> BaseRedisModel:
-        node = self
-        while (parent := node._ss_parent_or_none()) is not None:
             node = parent
         if not isinstance(node, BaseRedisModel):
             raise UsageError(
                 f"this {type(node).__name__} is not inside a BaseRedisModel: reach it through "
                 "the model's attribute (e.g. user.profile.skills) to use Redis operations"
             )
-        return node
-
-    async def _ss_commit(self, op: Op) -> Applied:
-        return await self._ss_root()._ss_apply([op])
+        path.reverse()
+        return node, tuple(path)
 
     async def _ss_read(self, name: str) -> str:
-        root = self._ss_root()
-        path = self._ss_field_path(name)
+        root, path = self._ss_locate(name)
         raw = await get_path(root._ss_client(), root.key, ops.json_path(path))
         if raw is None:
             raise DocumentNotFoundError(f"{root.key} has no {ops.event_path(path)}")
@@ -210,7 +199,6 @@ class RedisEnabledModel(BaseModel):
         """Put a validated value in place without writing it anywhere."""
         self.__dict__[name] = value
         self.__pydantic_fields_set__.add(name)
-        self._ss_wrap_container(name)
 
 
 def _origin(cls: type[BaseModel]) -> type[BaseModel]:
@@ -316,11 +304,12 @@ class BaseRedisModel(RedisEnabledModel):
     ``redis`` (client, URL or settings), ``ttl``, ``partitions``, ``key_prefix``, ``feed_maxlen``.
     """
 
-    __slots__ = ("_ss_persisted", "_ss_pk", "_ss_version")
+    __slots__ = ("_ss_keys", "_ss_persisted", "_ss_pk", "_ss_version")
     __ss_meta__: ClassVar[ModelMeta]
 
     if TYPE_CHECKING:
         _ss_pk: str
+        _ss_keys: InstanceKeys
         _ss_version: int | None
         _ss_persisted: bool
 
@@ -346,18 +335,27 @@ class BaseRedisModel(RedisEnabledModel):
         if not isinstance(value, str) or not value:
             raise UsageError("pk must be a non-empty str")
         object.__setattr__(self, "_ss_pk", value)
+        object.__setattr__(self, "_ss_keys", type(self).__ss_meta__.keys.for_pk(value))
         object.__setattr__(self, "_ss_persisted", False)
         object.__setattr__(self, "_ss_version", None)
+
+    def _ss_instance_keys(self) -> InstanceKeys:
+        try:
+            return self._ss_keys
+        except AttributeError:
+            keys = type(self).__ss_meta__.keys.for_pk(self.pk)
+            object.__setattr__(self, "_ss_keys", keys)
+            return keys
 
     @property
     def key(self) -> str:
         """Key of the instance's JSON document, e.g. ``{User:7}:3f2a...``."""
-        return type(self).__ss_meta__.keys.for_pk(self.pk).doc
+        return self._ss_instance_keys().doc
 
     @property
     def stream_key(self) -> str:
         """Key of the instance's event stream, e.g. ``{User:7}#events:3f2a...``."""
-        return type(self).__ss_meta__.keys.for_pk(self.pk).stream
+        return self._ss_instance_keys().stream
 
     @property
     def version(self) -> int | None:
@@ -459,11 +457,10 @@ class BaseRedisModel(RedisEnabledModel):
     ) -> Applied:
         """Apply ``batch`` atomically; with ``create``, first save the model if Redis has none."""
         meta = type(self).__ss_meta__
-        pk = self.pk
         persisted = getattr(self, "_ss_persisted", False)
         plan = build_plan(
-            meta.keys.for_pk(pk),
-            pk,
+            self._ss_instance_keys(),
+            self.pk,
             batch,
             meta_json=current_meta_json(),
             ttl=meta.ttl,
