@@ -85,8 +85,6 @@ class KeySpace:
     def pk_from_doc_key(self, key: str) -> str | None:
         """Return the pk inside a document key of this class, or None if it is not one."""
         head, sep, pk = key.partition("}:")
-        if not sep or not head.startswith(f"{{{self.prefix}:"):
-            return None
-        if self.for_pk(pk).doc != key:
+        if not sep or head != f"{{{self.prefix}:{self.partition(pk)}":
             return None
         return pk
