@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,23 +37,26 @@ def _redis_url_env(redis_url: str) -> Iterator[None]:
         yield
 
 
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A bytes-returning async client on a freshly flushed database."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+@contextlib.asynccontextmanager
+async def flushed_client(url: str, *, decode: bool) -> AsyncIterator[aioredis.Redis]:
+    """Open a client on ``url`` and flush its database first (so a failure leaves data to see)."""
+    client = aioredis.Redis.from_url(url, decode_responses=decode)
     try:
         await client.flushdb()
         yield client
     finally:
         await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A bytes-returning async client on a freshly flushed database."""
+    async with flushed_client(redis_url, decode=False) as client:
+        yield client
 
 
 @pytest_asyncio.fixture
 async def redis_decoded(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A str-returning async client (`decode_responses=True`) on a freshly flushed database."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        await client.flushdb()
+    async with flushed_client(redis_url, decode=True) as client:
         yield client
-    finally:
-        await client.aclose()
