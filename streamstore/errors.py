@@ -11,6 +11,7 @@ __all__ = [
     "EmptyContainerError",
     "FieldTypeError",
     "KeyMissingError",
+    "NotJSONError",
     "RedisJSONMissingError",
     "StoredDataError",
     "StreamStoreError",
@@ -35,6 +36,10 @@ class FieldTypeError(UsageError, TypeError):
 
     The pydantic ``ValidationError`` with the details is chained as ``__cause__``.
     """
+
+
+class NotJSONError(UsageError, TypeError):
+    """A value has no JSON form (a type pydantic cannot serialize); nothing is stored as pickle."""
 
 
 class UnsafeKeyError(UsageError, ValueError):

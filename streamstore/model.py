@@ -34,7 +34,7 @@ from streamstore.executor import get_document, get_path, read_events, run_plan
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.keys import InstanceKeys, KeySpace
 from streamstore.plan import build_plan
-from streamstore.schema import JSON_CONFIG, codec_for, container_codecs, field_codec
+from streamstore.schema import JSON_CONFIG, codec_for, container_codecs, field_codec, model_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -411,7 +411,7 @@ class BaseRedisModel(RedisEnabledModel):
         """Write the whole model (event ``saved``) and return it."""
         self._ss_only_top_level("save")
         readback = codec_for(type(self)).may_hold_floats
-        await self._ss_apply([ops.save(self.model_dump_json(), readback=readback)], create=False)
+        await self._ss_apply([ops.save(model_json(self), readback=readback)], create=False)
         return self
 
     async def delete(self, key: str | None = None) -> None:
@@ -466,7 +466,7 @@ class BaseRedisModel(RedisEnabledModel):
             ttl=meta.ttl,
             feed_maxlen=meta.feed_maxlen,
             expected_seq=expected_seq,
-            create_json=self.model_dump_json() if create and not persisted else None,
+            create_json=model_json(self) if create and not persisted else None,
         )
         applied = await run_plan(self._ss_client(), plan)
         object.__setattr__(self, "_ss_persisted", True)

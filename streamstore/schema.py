@@ -9,8 +9,9 @@ from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
-from streamstore.errors import FieldTypeError, UsageError
+from streamstore.errors import FieldTypeError, NotJSONError, UsageError
 
 __all__ = [
     "JSON_CONFIG",
@@ -57,12 +58,23 @@ class Codec:
             raise FieldTypeError(f"Value must be {self.name}") from exc
 
     def dump_json(self, value: Any) -> str:
-        """Encode an already validated value as JSON text."""
-        return self.adapter.dump_json(value).decode()
+        """Encode an already validated value as JSON text (`NotJSONError` if it has none)."""
+        try:
+            return self.adapter.dump_json(value).decode()
+        except PydanticSerializationError as exc:
+            raise NotJSONError(f"cannot store a {self.name} as JSON: {exc}") from exc
 
     def load_json(self, raw: str | bytes) -> Any:
         """Decode JSON text read from Redis into a value of this type."""
         return self.adapter.validate_json(raw)
+
+
+def model_json(model: BaseModel) -> str:
+    """Encode a whole model as its document's JSON text (`NotJSONError` if it has none)."""
+    try:
+        return model.model_dump_json()
+    except PydanticSerializationError as exc:
+        raise NotJSONError(f"cannot store {type(model).__name__} as JSON: {exc}") from exc
 
 
 def _strip(annotation: Any) -> Any:
@@ -81,12 +93,17 @@ def _strip(annotation: Any) -> Any:
 
 
 @cache
-def codec_for(annotation: Any) -> Codec:
-    """Return the codec of a type (cached per type)."""
+def codec_for(annotation: Any, *, arbitrary_types: bool = False) -> Codec:
+    """Return the codec of a type (cached per type).
+
+    ``arbitrary_types`` mirrors the model's ``arbitrary_types_allowed``: such values validate
+    by isinstance, and storing them fails with `NotJSONError` unless pydantic can dump them.
+    """
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     else:
-        adapter = TypeAdapter(annotation, config=JSON_CONFIG)
+        config = ConfigDict(**JSON_CONFIG, arbitrary_types_allowed=arbitrary_types)
+        adapter = TypeAdapter(annotation, config=config)
     return Codec(adapter, type_name(annotation), _may_hold_floats(adapter))
 
 
@@ -126,7 +143,11 @@ def field_codec(model: type[BaseModel], name: str) -> Codec:
     annotation: Any = info.annotation
     if info.metadata:
         annotation = Annotated[(annotation, *info.metadata)]
-    return codec_for(annotation)
+    return codec_for(annotation, arbitrary_types=_arbitrary(model))
+
+
+def _arbitrary(model: type[BaseModel]) -> bool:
+    return bool(model.model_config.get("arbitrary_types_allowed", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +159,20 @@ class ContainerCodecs:
 
 
 @cache
-def _container_codecs(annotation: Any) -> ContainerCodecs:
+def _container_codecs(annotation: Any, arbitrary: bool) -> ContainerCodecs:
     bare = _strip(annotation)
     origin = get_origin(bare)
     args = get_args(bare)
     if origin in (list, typing.List, set, frozenset, tuple) or bare is list:  # noqa: UP006
-        return ContainerCodecs(item=codec_for(args[0] if args else Any))
+        return ContainerCodecs(item=codec_for(args[0] if args else Any, arbitrary_types=arbitrary))
     if origin in (dict, typing.Dict) or bare is dict:  # noqa: UP006
         key, value = args if len(args) == 2 else (str, Any)  # noqa: PLR2004
-        return ContainerCodecs(item=codec_for(value), key=codec_for(key))
+        item, key_codec = codec_for(value, arbitrary_types=arbitrary), codec_for(key)
+        return ContainerCodecs(item=item, key=key_codec)
     return ContainerCodecs(item=codec_for(Any), key=codec_for(str))
 
 
 def container_codecs(model: type[BaseModel], name: str) -> ContainerCodecs:
     """Return the item (and key) codecs of the list or dict field ``name`` of ``model``."""
     annotation: Any = model.__pydantic_fields__[name].annotation
-    return _container_codecs(annotation)
+    return _container_codecs(annotation, _arbitrary(model))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import decimal
+import enum
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamstore import (
     BaseRedisModel,
@@ -15,6 +18,7 @@ from streamstore import (
     EmptyContainerError,
     FieldTypeError,
     KeyMissingError,
+    NotJSONError,
     RedisBool,
     RedisDict,
     RedisList,
@@ -494,6 +498,39 @@ class TestNesting:
         detached = Loose().profile.model_copy()
         with pytest.raises(UsageError, match="not inside a BaseRedisModel"):
             await detached.skills.aappend("x")
+
+
+class TestJSONOnly:
+    async def test_richer_types_are_stored_in_pydantic_json_form_and_come_back(self, redis):
+        class Color(enum.Enum):
+            RED = "red"
+
+        class Rich(BaseRedisModel):
+            id: uuid.UUID = uuid.UUID(int=1)
+            price: decimal.Decimal = decimal.Decimal("1.10")
+            color: Color = Color.RED
+
+        rich = Rich()
+        await rich.save()
+        assert await stored(redis, rich.key) == {
+            "id": "00000000-0000-0000-0000-000000000001", "price": "1.10", "color": "red",
+        }  # fmt: skip
+        assert await Rich.get(rich.key) == rich
+
+    async def test_a_value_without_a_json_form_is_refused_before_writing(self, redis):
+        class Opaque:
+            pass
+
+        class Loose(BaseRedisModel):
+            model_config = ConfigDict(arbitrary_types_allowed=True)
+            thing: Opaque | None = None
+
+        loose = Loose(thing=Opaque())
+        with pytest.raises(NotJSONError, match="cannot store Loose as JSON"):
+            await loose.save()
+        with pytest.raises(TypeError, match="as JSON"):
+            await loose.aset(thing=Opaque())
+        assert await redis.exists(loose.key, loose.stream_key) == 0
 
 
 class TestSeveralFields:
