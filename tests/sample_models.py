@@ -7,9 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from streamstore import (
-    BaseRedisModel,
-)
+from streamstore import BaseRedisModel
 
 
 class UserProfile(BaseModel):
