@@ -1,9 +1,14 @@
+#!lua name=streamstore
 -- streamstore: apply a batch of operations to one instance, atomically.
 --
 -- Runs every RedisJSON command first; only when all of them succeeded does it append the
 -- events to the instance stream and to the partition's change feed. A failing operation
 -- restores the document and returns an error reply, so nothing is half-written (I2).
 -- The argument layout is built by streamstore/plan.py; keep the two in step.
+--
+-- A Redis Functions library: its body (the handlers below) runs once, when it is loaded, and
+-- each write is one FCALL of `streamstore_apply`. The executor loads it under a name made
+-- from a hash of this text, so two versions of streamstore can share a server.
 --
 -- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs)
 -- ARGV: pk, meta, schema version, ttl seconds (0 = leave), feed maxlen,
@@ -14,16 +19,13 @@
 -- that may hold floats ('r') the event records the value as stored, read back from the
 -- document, never the text we sent: replaying the event must give the same document.
 
-local DOC, STREAM, FEED, UNDO = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
-local TTL, FEED_MAXLEN = tonumber(ARGV[4]), ARGV[5]
-local EXPECTED, CREATE, NOPS = ARGV[6], ARGV[7], tonumber(ARGV[8])
+-- The document and undo keys of the call being run (set at the start of every call).
+local DOC, UNDO
 
 -- A batch of several commands copies the document aside (COPY keeps RedisJSON's own
 -- representation; writing back its JSON text would not, its number parser being inexact),
 -- to put it back if a later operation fails. A single command applies or fails whole.
-local snapshot = false    -- whether a batch is running and the document may need restoring
-local existed = false     -- whether there was a document to copy aside
+local snapshot, existed   -- a batch is running (the document may need restoring); it existed
 
 local function abort(code, detail)
   if snapshot then
@@ -200,75 +202,86 @@ H['dict.clear'] = function(op)
   return '{}'
 end
 
--- 1. Read the current state: does the document exist, what is the last seq?
-local exists = redis.call('EXISTS', DOC) == 1
-local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
-local seq, last_ms = 0, 0
-if last then
-  seq = tonumber(last[2][2])
-  last_ms = tonumber(string.match(last[1], '^(%d+)'))
-end
-if EXPECTED ~= '' and tonumber(EXPECTED) ~= seq then
-  return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
-end
+local function apply(KEYS, ARGV)
+  DOC, UNDO = KEYS[1], KEYS[4]
+  snapshot, existed = false, false
+  local STREAM, FEED = KEYS[2], KEYS[3]
+  local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
+  local TTL, FEED_MAXLEN = tonumber(ARGV[4]), ARGV[5]
+  local EXPECTED, CREATE, NOPS = ARGV[6], ARGV[7], tonumber(ARGV[8])
 
--- 2. Parse the operations.
-local ops, pos = {}, 9
-if CREATE ~= '' and not exists then
-  ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true,
-    rb = true }
-end
-for _ = 1, NOPS do
-  local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2],
-    rb = ARGV[pos + 3] == 'r', args = {} }
-  local n = tonumber(ARGV[pos + 4])
-  for j = 1, n do op.args[j] = ARGV[pos + 4 + j] end
-  pos = pos + 5 + n
-  ops[#ops + 1] = op
-end
-if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then
-  snapshot = true
-  existed = exists
-  if exists then redis.call('COPY', DOC, UNDO, 'REPLACE') end
-end
-
--- 3. Apply them to the document, collecting events and results.
-local events, results = {}, {}
-for _, op in ipairs(ops) do
-  local handler = H[op.type]
-  if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
-  if op.type ~= 'saved' and not exists then return abort('NOT_FOUND', op.path) end
-  local pok, data, result, detail = pcall(handler, op)
-  if not pok then
-    local message = tostring(data)
-    if string.find(message, 'nknown', 1, true) then return abort('NOJSON', message) end
-    return abort('REDIS', message)
+  -- 1. Read the current state: does the document exist, what is the last seq?
+  local exists = redis.call('EXISTS', DOC) == 1
+  local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
+  local seq, last_ms = 0, 0
+  if last then
+    seq = tonumber(last[2][2])
+    last_ms = tonumber(string.match(last[1], '^(%d+)'))
   end
-  if data == false then return abort(result, detail) end
-  exists = op.type ~= 'deleted'
-  if data then events[#events + 1] = { op.type, op.path, data } end
-  if not op.implicit then results[#results + 1] = result or false end
+  if EXPECTED ~= '' and tonumber(EXPECTED) ~= seq then
+    return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
+  end
+
+  -- 2. Parse the operations.
+  local ops, pos = {}, 9
+  if CREATE ~= '' and not exists then
+    ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true,
+      rb = true }
+  end
+  for _ = 1, NOPS do
+    local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2],
+      rb = ARGV[pos + 3] == 'r', args = {} }
+    local n = tonumber(ARGV[pos + 4])
+    for j = 1, n do op.args[j] = ARGV[pos + 4 + j] end
+    pos = pos + 5 + n
+    ops[#ops + 1] = op
+  end
+  if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then
+    snapshot = true
+    existed = exists
+    if exists then redis.call('COPY', DOC, UNDO, 'REPLACE') end
+  end
+
+  -- 3. Apply them to the document, collecting events and results.
+  local events, results = {}, {}
+  for _, op in ipairs(ops) do
+    local handler = H[op.type]
+    if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
+    if op.type ~= 'saved' and not exists then return abort('NOT_FOUND', op.path) end
+    local pok, data, result, detail = pcall(handler, op)
+    if not pok then
+      local message = tostring(data)
+      if string.find(message, 'nknown', 1, true) then return abort('NOJSON', message) end
+      return abort('REDIS', message)
+    end
+    if data == false then return abort(result, detail) end
+    exists = op.type ~= 'deleted'
+    if data then events[#events + 1] = { op.type, op.path, data } end
+    if not op.implicit then results[#results + 1] = result or false end
+  end
+
+  if existed then redis.call('DEL', UNDO) end
+
+  -- 4. Append the events: instance stream first (gapless seq), then the partition feed.
+  -- The entry id is '<ms>-*' with ms the server time (never below the stream's last id), so the
+  -- event's `ts` is exactly the time part of its id.
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ts = string.format('%.0f', math.max(now, last_ms))
+  local written = {}
+  for _, ev in ipairs(events) do
+    seq = seq + 1
+    local id = redis.call('XADD', STREAM, ts .. '-*', 'seq', seq, 'type', ev[1], 'path', ev[2],
+      'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+    redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
+      'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+    written[#written + 1] = { id, seq, ev[1] }
+  end
+  if TTL > 0 and #events > 0 then
+    redis.call('EXPIRE', DOC, TTL)
+    redis.call('EXPIRE', STREAM, TTL)
+  end
+  return { written, results, seq }
 end
 
-if existed then redis.call('DEL', UNDO) end
-
--- 4. Append the events: instance stream first (gapless seq), then the partition feed.
--- The entry id is '<ms>-*' with ms the server time (never below the stream's last id), so the
--- event's `ts` is exactly the time part of its id.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ts = string.format('%.0f', math.max(now, last_ms))
-local written = {}
-for _, ev in ipairs(events) do
-  seq = seq + 1
-  local id = redis.call('XADD', STREAM, ts .. '-*', 'seq', seq, 'type', ev[1], 'path', ev[2],
-    'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
-  redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
-    'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
-  written[#written + 1] = { id, seq, ev[1] }
-end
-if TTL > 0 and #events > 0 then
-  redis.call('EXPIRE', DOC, TTL)
-  redis.call('EXPIRE', STREAM, TTL)
-end
-return { written, results, seq }
+redis.register_function('streamstore_apply', apply)

@@ -6,9 +6,9 @@ import hashlib
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
-from streamstore.errors import RedisJSONMissingError
+from streamstore.errors import ConfigurationError, RedisJSONMissingError
 from streamstore.events import Event, decode_entry, text
 from streamstore.plan import (
     APPLY_SCRIPT,
@@ -21,23 +21,43 @@ from streamstore.plan import (
 
 __all__ = ["get_document", "get_path", "read_events", "run_plan"]
 
-_APPLY_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis names scripts by SHA-1)
+# apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
+# it is loaded under names made from a hash of its text: two versions of streamstore sharing a
+# server (a rolling deploy) each find their own and never replace each other's.
+_LIBRARY_ID = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()[:16]  # noqa: S324 (a name, not security)
+_FUNCTION = f"streamstore_apply_{_LIBRARY_ID}"
+_LIBRARY = APPLY_SCRIPT.replace(
+    "#!lua name=streamstore\n", f"#!lua name=streamstore_{_LIBRARY_ID}\n", 1
+).replace("register_function('streamstore_apply'", f"register_function('{_FUNCTION}'", 1)
 
 
 async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
-    """Run ``plan`` atomically in one round trip (EVALSHA; the script is loaded on first miss)."""
+    """Run ``plan`` atomically in one round trip (FCALL; the library is loaded on first miss)."""
     try:
         try:
-            reply = await client.evalsha(_APPLY_SHA, len(plan.keys), *plan.keys, *plan.args)
-        except NoScriptError:
-            await client.script_load(APPLY_SCRIPT)
-            reply = await client.evalsha(_APPLY_SHA, len(plan.keys), *plan.keys, *plan.args)
+            reply = await client.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+        except ResponseError as exc:
+            if not str(exc).startswith("Function not found"):
+                raise
+            await _load_library(client)
+            reply = await client.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
     except ResponseError as exc:
-        error = error_from_reply(str(exc), key=plan.keys[0])
+        message = str(exc)
+        if "unknown command" in message.lower() and "fcall" in message.lower():
+            raise ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)") from None
+        error = error_from_reply(message, key=plan.keys[0])
         if error is None:
             raise
         raise error from None
     return parse_reply(reply)
+
+
+async def _load_library(client: aioredis.Redis) -> None:
+    try:
+        await client.function_load(_LIBRARY)
+    except ResponseError as exc:
+        if "already exists" not in str(exc):  # else another client loaded it meanwhile
+            raise
 
 
 def _json_error(exc: ResponseError) -> Exception:

@@ -108,3 +108,16 @@ async def test_concurrent_blind_writers_on_one_instance_lose_nothing(redis):
     assert stored.counts == {str(i): 9 for i in range(20)}
     events = await note.history()
     assert [e.seq for e in events] == list(range(1, 402))
+
+
+async def test_the_write_library_is_loaded_again_after_a_function_flush(redis):
+    """Redis Functions can be flushed (or a server replaced); the next write loads them."""
+    note = Note()
+    await note.save()
+    await redis.function_flush()
+    await note.text.set("after flush")
+    assert (await Note.get(note.key)).text == "after flush"
+    libraries = await redis.function_list()
+    names = [lib[lib.index(b"library_name") + 1] for lib in libraries]
+    assert len(names) == 1
+    assert names[0].startswith(b"streamstore_")
