@@ -274,15 +274,16 @@ class RedisDict(_Container, dict[Any, Any]):
         codecs = self._ss_parent._ss_container_codecs(self._ss_field)
         return cast("Codec", codecs.key), codecs.item
 
-    def _key(self, key: Any) -> tuple[Any, str]:
+    def _key(self, key: Any, codec: Codec) -> tuple[Any, str]:
         """Validate a key; return it and its text as a JSON object key."""
-        codec = self._codecs()[0]
         valid = codec.validate(key)
-        dumped = codec.dump_json(valid)
+        if type(valid) is str:
+            return valid, valid
+        dumped = codec.dump_json(valid)  # e.g. an int key: 1 -> "1"
         return valid, json.loads(dumped) if dumped.startswith('"') else dumped
 
-    def _value(self, value: Any) -> tuple[Any, str]:
-        codec = self._codecs()[1]
+    @staticmethod
+    def _value(value: Any, codec: Codec) -> tuple[Any, str]:
         valid = codec.validate(value)
         return valid, codec.dump_json(valid)
 
@@ -292,26 +293,28 @@ class RedisDict(_Container, dict[Any, Any]):
 
     async def aset_item(self, key: Any, value: Any) -> None:
         """Set one key (event ``dict.set_item``)."""
-        k, text = self._key(key)
-        v, raw = self._value(value)
-        readback = self._codecs()[1].may_hold_floats
+        key_codec, value_codec = self._codecs()
+        k, text = self._key(key, key_codec)
+        v, raw = self._value(value, value_codec)
+        readback = value_codec.may_hold_floats
         await self._write(lambda path: ops.dict_set_item(path, text, raw, readback=readback))
         dict.__setitem__(self, k, v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         """Set several keys in one event (``dict.update``); nothing to set writes nothing."""
         items = {**(other or {}), **kwargs}
-        checked = [(self._key(k), self._value(v)) for k, v in items.items()]
+        key_codec, value_codec = self._codecs()
+        checked = [(self._key(k, key_codec), self._value(v, value_codec)) for k, v in items.items()]
         if not checked:
             return
         pairs = [(text, raw) for (_, text), (_, raw) in checked]
-        readback = self._codecs()[1].may_hold_floats
+        readback = value_codec.may_hold_floats
         await self._write(lambda path: ops.dict_update(path, pairs, readback=readback))
         dict.update(self, {k: v for (k, _), (v, _) in checked})
 
     async def adel_item(self, key: Any) -> None:
         """Delete one key (event ``dict.del_item``); `KeyMissingError` (a KeyError) if absent."""
-        k, text = self._key(key)
+        k, text = self._key(key, self._codecs()[0])
         await self._write(lambda path: ops.dict_del_item(path, text))
         dict.pop(self, k, None)
 
@@ -321,7 +324,7 @@ class RedisDict(_Container, dict[Any, Any]):
         A missing key returns ``default`` and writes nothing, or raises `KeyMissingError`
         (a `KeyError`) when no default is given.
         """
-        k, text = self._key(key)
+        k, text = self._key(key, self._codecs()[0])
         has_default = default is not _MISSING
         applied = await self._write(lambda path: ops.dict_pop(path, text, has_default=has_default))
         raw = applied.results[0]

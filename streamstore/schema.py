@@ -172,7 +172,8 @@ def _container_codecs(annotation: Any, arbitrary: bool) -> ContainerCodecs:
     return ContainerCodecs(item=codec_for(Any), key=codec_for(str))
 
 
+@cache
 def container_codecs(model: type[BaseModel], name: str) -> ContainerCodecs:
-    """Return the item (and key) codecs of the list or dict field ``name`` of ``model``."""
+    """Return the item (and key) codecs of the list or dict field ``name`` of ``model`` (cached)."""
     annotation: Any = model.__pydantic_fields__[name].annotation
     return _container_codecs(annotation, _arbitrary(model))
