@@ -8,5 +8,7 @@ echo "== ruff check"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== mkdocs build --strict"
+.venv/bin/mkdocs build --strict --quiet -d "$(mktemp -d)"
 echo "== pytest"
 .venv/bin/pytest -q -p no:cacheprovider --ignore=tests/benchmarks "${@:-tests}"
