@@ -77,11 +77,6 @@ class KeySpace:
         """Return the change feed key of ``partition``."""
         return f"{self.tag(partition)}#feed"
 
-    def doc_pattern(self, partition: int) -> str:
-        """Return a SCAN MATCH pattern for the documents of ``partition``."""
-        tag = self.tag(partition).replace("[", "\\[").replace("]", "\\]")
-        return f"{tag.replace('*', chr(92) + '*').replace('?', chr(92) + '?')}:*"
-
     def pk_from_doc_key(self, key: str) -> str | None:
         """Return the pk inside a document key of this class, or None if it is not one."""
         head, sep, pk = key.partition("}:")
