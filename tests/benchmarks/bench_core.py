@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import functools
 import gc
 import json
@@ -12,29 +11,39 @@ import platform
 import statistics
 import sys
 import time
-import uuid
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pydantic
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
+from workload import (
+    RawInstance,
+    cleanup,
+    close,
+    lib_append,
+    lib_save,
+    lib_set,
+    lib_set_item,
+    make_user_model,
+    parse_args_with_common,
+    raw_append,
+    raw_save,
+    raw_set,
+    raw_set_item,
+    run_on_server,
+    server_version,
+)
 
 from streamstore import BaseRedisModel
-from streamstore.connection import resolve_client
-from streamstore.testing import redis_url_for_tests
 
 # Many writers on ONE instance serialize on its stream (and contend on its seq): that is not
 # what this measures. In the concurrent mode every task works on its own instance, like the
 # request handlers of a real app do.
 TASKS = 32
 TARGET_RATIO = 0.85
-PARTITIONS = 16  # streamstore's default Meta.partitions; the raw side spreads keys the same way
-FEED_MAXLEN = 10_000
 LIB_PREFIX = "BenchUser"
 RAW_PREFIX = "BenchRaw"
 
@@ -56,143 +65,11 @@ class PlainUser(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-def make_user_model(url: str) -> type[BaseRedisModel]:
-    class BenchUser(BaseRedisModel):
-        name: str
-        age: int = 0
-        tags: list[str] = Field(default_factory=list)
-        metadata: dict[str, str] = Field(default_factory=dict)
-
-        class Meta:
-            redis = url
-            key_prefix = LIB_PREFIX
-            partitions = PARTITIONS
-            feed_maxlen = FEED_MAXLEN
-
-    return BenchUser
-
-
-# --- the raw side: redis-py, MULTI/EXEC, json.dumps ------------------------------------------
-
-
-@dataclass
-class RawInstance:
-    """One hand-managed instance: its keys, its local seq counter and its local document."""
-
-    pk: str
-    key: str
-    stream: str
-    feed: str
-    doc: dict[str, Any]
-    seq: int = 0
-
-    @classmethod
-    def new(cls) -> RawInstance:
-        pk = uuid.uuid4().hex
-        tag = f"{{{RAW_PREFIX}:{zlib.crc32(pk.encode()) % PARTITIONS}}}"
-        return cls(pk, f"{tag}:{pk}", f"{tag}#events:{pk}", f"{tag}#feed", copy.deepcopy(DOC))
-
-
-async def raw_write(
-    client: aioredis.Redis,
-    inst: RawInstance,
-    command: tuple[str, ...],
-    *,
-    kind: str,
-    path: str,
-    data: str,
-) -> None:
-    """The JSON command, then the event in the instance stream and the feed, in one MULTI/EXEC.
-
-    The feed's ``id`` cannot be the stream entry id inside MULTI; a same-sized stand-in is used.
-    """
-    inst.seq += 1
-    ts = str(time.time_ns() // 1_000_000)
-    event = {
-        "seq": inst.seq,
-        "type": kind,
-        "path": path,
-        "data": data,
-        "ts": ts,
-        "meta": "{}",
-        "v": "1",
-    }
-    pipe = client.pipeline(transaction=True)
-    pipe.execute_command(*command)
-    pipe.xadd(inst.stream, event)
-    pipe.xadd(
-        inst.feed, {"pk": inst.pk, "id": f"{ts}-0", **event}, maxlen=FEED_MAXLEN, approximate=True
-    )
-    await pipe.execute()
-
-
-async def raw_save(client: aioredis.Redis, inst: RawInstance, _i: int = 0) -> None:
-    document = json.dumps(inst.doc)
-    await raw_write(
-        client, inst, ("JSON.SET", inst.key, "$", document), kind="saved", path="$", data=document
-    )
-
-
-async def raw_set(client: aioredis.Redis, inst: RawInstance, i: int) -> None:
-    value = f"name-{i}"
-    await raw_write(
-        client,
-        inst,
-        ("JSON.SET", inst.key, "$.name", json.dumps(value)),
-        kind="set",
-        path="$.name",
-        data=json.dumps({"value": value}),
-    )
-    inst.doc["name"] = value
-
-
-async def raw_append(client: aioredis.Redis, inst: RawInstance, i: int) -> None:
-    value = f"tag-{i}"
-    await raw_write(
-        client,
-        inst,
-        ("JSON.ARRAPPEND", inst.key, "$.tags", json.dumps(value)),
-        kind="list.append",
-        path="$.tags",
-        data=json.dumps({"value": value}),
-    )
-    inst.doc["tags"].append(value)
-
-
-async def raw_set_item(client: aioredis.Redis, inst: RawInstance, i: int) -> None:
-    key, value = f"k{i % 8}", f"v{i}"
-    await raw_write(
-        client,
-        inst,
-        ("JSON.SET", inst.key, f"$.metadata.{key}", json.dumps(value)),
-        kind="dict.set_item",
-        path="$.metadata",
-        data=json.dumps({"key": key, "value": value}),
-    )
-    inst.doc["metadata"][key] = value
+# --- the raw side's read (the writes are in workload.py) ----------------------------------------
 
 
 async def raw_get(client: aioredis.Redis, inst: RawInstance, _i: int) -> None:
     PlainUser.model_validate(json.loads(await client.execute_command("JSON.GET", inst.key)))
-
-
-# --- the streamstore side ---------------------------------------------------------------------
-
-
-async def lib_set(user: Any, i: int) -> None:
-    await user.name.set(f"name-{i}")
-
-
-async def lib_append(user: Any, i: int) -> None:
-    await user.tags.aappend(f"tag-{i}")
-
-
-async def lib_set_item(user: Any, i: int) -> None:
-    await user.metadata.aset_item(f"k{i % 8}", f"v{i}")
-
-
-async def lib_save(user: Any, _i: int) -> None:
-    await user.save()
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -276,7 +153,7 @@ def build_rows(user_model: type[BaseRedisModel], client: aioredis.Redis) -> list
         return users
 
     async def raw_fresh(count: int) -> list[RawInstance]:
-        instances = [RawInstance.new() for _ in range(count)]
+        instances = [RawInstance.new(RAW_PREFIX, DOC) for _ in range(count)]
         await asyncio.gather(*(raw_save(client, inst) for inst in instances))
         return instances
 
@@ -327,26 +204,8 @@ def render(rows: list[Row], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def server_version(client: aioredis.Redis) -> str:
-    info = await client.info("server")
-    return str(info.get("redis_version", "?"))
-
-
-async def cleanup(client: aioredis.Redis) -> None:
-    """Remove the benchmark's keys (an external server may be someone's dev database)."""
-    for prefix in (LIB_PREFIX, RAW_PREFIX):
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{{{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-
-
 async def run(url: str, args: argparse.Namespace) -> str:
-    user_model = make_user_model(url)
+    user_model = make_user_model(url, LIB_PREFIX)
     client = aioredis.Redis.from_url(url, decode_responses=False)  # same as streamstore's
     try:
         rows = build_rows(user_model, client)
@@ -365,19 +224,16 @@ async def run(url: str, args: argparse.Namespace) -> str:
             f"redis-py {redis.__version__} (hiredis), Redis {await server_version(client)}; "
             f"median of {args.rounds} rounds per side, sides alternating."
         )
-        await cleanup(client)
+        await cleanup(client, (LIB_PREFIX, RAW_PREFIX))
     finally:
-        await client.aclose()
-        await resolve_client(url).aclose()
+        await close(url, client)
     return render(rows, header)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=None, help="rounds per row (default 5)")
-    parser.add_argument("--quick", action="store_true", help="tiny rounds: a smoke run")
-    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
-    args = parser.parse_args()
+    args = parse_args_with_common(parser, quick_help="tiny rounds: a smoke run")
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
     args.round_seconds = 0.04 if args.quick else 0.5
@@ -386,13 +242,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    with redis_url_for_tests() as url:  # $REDIS_URL, else a private redis-server + RedisJSON
-        print(f"Benchmarking against {url} ...", file=sys.stderr)
-        report = asyncio.run(run(url, args))
-    print(report)
-    if args.markdown is not None:
-        args.markdown.write_text(report)
+    run_on_server(run, parse_args(), "Benchmarking against {url} ...")
 
 
 if __name__ == "__main__":
