@@ -19,7 +19,7 @@ from streamstore.plan import (
     parse_reply,
 )
 
-__all__ = ["get_document", "get_path", "read_events", "run_plan"]
+__all__ = ["get_document", "get_document_and_seq", "get_path", "read_events", "run_plan"]
 
 # apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a
@@ -74,6 +74,23 @@ async def get_document(client: aioredis.Redis, key: str) -> str | bytes | None:
     except ResponseError as exc:
         raise _json_error(exc) from None
     return raw  # bytes or str: it goes straight to validate_json
+
+
+async def get_document_and_seq(
+    client: aioredis.Redis, key: str, stream: str
+) -> tuple[str | bytes | None, int]:
+    """Return the document at ``key`` and the last seq of ``stream``, read atomically."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.execute_command("JSON.GET", key)
+        pipe.xrevrange(stream, "+", "-", count=1)
+        try:
+            raw, last = await pipe.execute()
+        except ResponseError as exc:
+            raise _json_error(exc) from None
+    if not last:
+        return raw, 0
+    fields = {text(name): value for name, value in last[0][1].items()}
+    return raw, int(text(fields["seq"]))
 
 
 async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:

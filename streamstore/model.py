@@ -19,7 +19,7 @@ from streamstore.errors import (
     DocumentNotFoundError,
     UsageError,
 )
-from streamstore.executor import get_document, read_events, run_plan
+from streamstore.executor import get_document, get_document_and_seq, read_events, run_plan
 from streamstore.keys import InstanceKeys, KeySpace
 from streamstore.plan import build_plan
 from streamstore.schema import codec_for, model_json
@@ -184,6 +184,26 @@ class BaseRedisModel(RedisEnabledModel):
         object.__setattr__(model, "_ss_persisted", True)
         return model
 
+    async def refresh(self) -> Self:
+        """Reload every field from Redis, and learn the instance's version (its last seq).
+
+        Raises `DocumentNotFoundError` (a KeyError) when Redis has no document.
+        """
+        self._ss_only_top_level("refresh")
+        keys = self._ss_instance_keys()
+        raw, seq = await get_document_and_seq(self._ss_client(), keys.doc, keys.stream)
+        if raw is None:
+            raise DocumentNotFoundError(f"{keys.doc} does not exist")
+        try:
+            fresh = type(self).model_validate_json(raw)
+        except ValueError as exc:
+            raise CorruptDocumentError(f"{keys.doc} does not validate: {exc}") from exc
+        self.__dict__.update(fresh.__dict__)
+        self.__pydantic_fields_set__.update(fresh.__pydantic_fields_set__)
+        object.__setattr__(self, "_ss_persisted", True)
+        object.__setattr__(self, "_ss_version", seq)
+        return self
+
     async def history(self) -> list[Event]:
         """Return every event of this instance's stream, oldest first."""
         return await read_events(self._ss_client(), self.stream_key)
@@ -194,11 +214,18 @@ class BaseRedisModel(RedisEnabledModel):
 
     # --- writes ----------------------------------------------------------------------------
 
-    async def save(self) -> Self:
-        """Write the whole model (event ``saved``) and return it."""
+    async def save(self, *, expected_version: int | None = None) -> Self:
+        """Write the whole model (event ``saved``) and return it.
+
+        With ``expected_version``, write only if the instance's last seq is exactly that (0: no
+        history yet), else raise `ConcurrencyError` and write nothing: optimistic concurrency
+        for a read-modify-write (``await m.refresh()``, change ``m``, ``await m.save(
+        expected_version=m.version)``).
+        """
         self._ss_only_top_level("save")
         readback = codec_for(type(self)).may_hold_floats
-        await self._ss_apply([ops.save(model_json(self), readback=readback)], create=False)
+        op = ops.save(model_json(self), readback=readback)
+        await self._ss_apply([op], create=False, expected_seq=expected_version)
         return self
 
     async def delete(self, key: str | None = None) -> None:
