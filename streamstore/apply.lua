@@ -77,6 +77,13 @@ H['saved'] = function(op)
   return op.args[1]
 end
 
+H['duplicated'] = function(op)
+  redis.call('JSON.SET', DOC, '$', op.args[1])
+  local document = op.rb and get_one('$') or op.args[1]
+  return '{"document":' .. document .. ',"source":' .. op.args[2] .. ',"source_seq":'
+    .. op.args[3] .. '}'
+end
+
 H['deleted'] = function(op)
   redis.call('DEL', DOC)
   return '{}'
@@ -247,7 +254,9 @@ local function apply(KEYS, ARGV)
   for _, op in ipairs(ops) do
     local handler = H[op.type]
     if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
-    if op.type ~= 'saved' and not exists then return abort('NOT_FOUND', op.path) end
+    if op.type ~= 'saved' and op.type ~= 'duplicated' and not exists then
+      return abort('NOT_FOUND', op.path)
+    end
     local pok, data, result, detail = pcall(handler, op)
     if not pok then
       local message = tostring(data)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_
 from pydantic import BaseModel, ConfigDict
 
 from streamstore import operations as ops
-from streamstore.errors import DocumentNotFoundError, UsageError
+from streamstore.errors import DocumentNotFoundError, TopLevelOnlyError, UsageError
 from streamstore.executor import get_path
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.schema import JSON_CONFIG, container_codecs, field_codec
@@ -131,6 +131,14 @@ class RedisEnabledModel(BaseModel):
             self._ss_store(
                 name, codec.load_json(stored) if codec.may_hold_floats and stored else valid
             )
+
+    async def duplicate(self) -> Any:
+        """Copy a top-level model to a new pk (see `BaseRedisModel.duplicate`)."""
+        raise TopLevelOnlyError("Can only duplicate from top level model")
+
+    async def duplicate_many(self, count: int) -> list[Any]:  # noqa: ARG002 (the API's shape)
+        """Copy a top-level model to ``count`` new pks (see `BaseRedisModel.duplicate_many`)."""
+        raise TopLevelOnlyError("Can only duplicate from top level model")
 
     # --- what field wrappers call (the `Owner` protocol of streamstore.fields) ---------------
 

@@ -11,10 +11,12 @@ __all__ = [
     "EmptyContainerError",
     "FieldTypeError",
     "KeyMissingError",
+    "LockTimeoutError",
     "NotJSONError",
     "RedisJSONMissingError",
     "StoredDataError",
     "StreamStoreError",
+    "TopLevelOnlyError",
     "UnsafeKeyError",
     "UsageError",
 ]
@@ -29,6 +31,10 @@ class StreamStoreError(Exception):
 
 class UsageError(StreamStoreError):
     """The caller asked for something the library cannot do (misuse, not bad data)."""
+
+
+class TopLevelOnlyError(UsageError, RuntimeError):
+    """An operation of a whole instance (save, delete, duplicate, lock) on a nested model."""
 
 
 class FieldTypeError(UsageError, TypeError):
@@ -99,3 +105,7 @@ class CorruptDocumentError(StoredDataError):
 
 class ConcurrencyError(StreamStoreError):
     """Another writer changed the instance between our read and our write."""
+
+
+class LockTimeoutError(ConcurrencyError, TimeoutError):
+    """A lock held by someone else was not released in time."""

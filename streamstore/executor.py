@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -19,7 +20,14 @@ from streamstore.plan import (
     parse_reply,
 )
 
-__all__ = ["get_document", "get_document_and_seq", "get_path", "read_events", "run_plan"]
+__all__ = [
+    "get_document",
+    "get_document_and_seq",
+    "get_path",
+    "read_events",
+    "run_plan",
+    "run_plans",
+]
 
 # apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a
@@ -50,6 +58,31 @@ async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
             raise
         raise error from None
     return parse_reply(reply)
+
+
+async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Applied]:
+    """Run several plans in one round trip; each is atomic on its own, not all together.
+
+    Raises the first plan's error, if any failed (the others have been applied).
+    """
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for plan in plans:
+                pipe.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+            replies = await pipe.execute(raise_on_error=False)
+        missing = [
+            r for r in replies if isinstance(r, ResponseError) and "Function not found" in str(r)
+        ]
+        if not missing or attempt:
+            break
+        await _load_library(client)  # nothing ran: every call missed the function
+    applied = []
+    for plan, reply in zip(plans, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            error = error_from_reply(str(reply), key=plan.keys[0])
+            raise (error or reply) from None
+        applied.append(parse_reply(reply))
+    return applied
 
 
 async def _load_library(client: aioredis.Redis) -> None:

@@ -17,9 +17,16 @@ from streamstore.errors import (
     ConfigurationError,
     CorruptDocumentError,
     DocumentNotFoundError,
+    TopLevelOnlyError,
     UsageError,
 )
-from streamstore.executor import get_document, get_document_and_seq, read_events, run_plan
+from streamstore.executor import (
+    get_document,
+    get_document_and_seq,
+    read_events,
+    run_plan,
+    run_plans,
+)
 from streamstore.keys import InstanceKeys, KeySpace
 from streamstore.plan import build_plan
 from streamstore.schema import codec_for, model_json
@@ -262,9 +269,46 @@ class BaseRedisModel(RedisEnabledModel):
         _log_events(cls, key, applied)
         return True
 
-    def _ss_only_top_level(self, action: str) -> None:
+    async def duplicate(self) -> Self:
+        """Copy this model to a new pk; the copy's history starts with a ``duplicated`` event.
+
+        The event carries the whole document, the source's key and its version as this object
+        last knew it (``source_seq``, None if it never wrote or refreshed). The copy is
+        independent from then on. Nested models raise `TopLevelOnlyError` (a `RuntimeError`).
+        """
+        (copy,) = await self.duplicate_many(1)
+        return copy
+
+    async def duplicate_many(self, count: int) -> list[Self]:
+        """Make ``count`` copies (see `duplicate`) in one round trip; each write is atomic."""
+        self._ss_only_top_level("duplicate", "Can only duplicate from top level model")
+        meta = type(self).__ss_meta__
+        document = model_json(self)
+        readback = codec_for(type(self)).may_hold_floats
+        op = ops.duplicate(document, self.key, self.version, readback=readback)
+        copies = [type(self).model_validate_json(document) for _ in range(count)]
+        plans = [
+            build_plan(
+                copy._ss_instance_keys(),
+                copy.pk,
+                [op],
+                meta_json=current_meta_json(),
+                ttl=meta.ttl,
+                feed_maxlen=meta.feed_maxlen,
+            )
+            for copy in copies
+        ]
+        for copy, applied in zip(copies, await run_plans(self._ss_client(), plans), strict=True):
+            object.__setattr__(copy, "_ss_persisted", True)
+            object.__setattr__(copy, "_ss_version", applied.seq)
+            _log_events(type(self), copy.key, applied)
+        return copies
+
+    def _ss_only_top_level(self, action: str, message: str | None = None) -> None:
         if self._ss_parent_or_none() is not None:
-            raise UsageError(f"{action}() works on the top-level model, not on a nested one")
+            raise TopLevelOnlyError(
+                message or f"{action}() works on the top-level model, not on a nested one"
+            )
 
     async def _ss_apply(
         self, batch: Sequence[Op], *, create: bool = True, expected_seq: int | None = None

@@ -27,6 +27,7 @@ __all__ = [
     "dict_popitem",
     "dict_set_item",
     "dict_update",
+    "duplicate",
     "event_path",
     "item_json_path",
     "json_path",
@@ -109,6 +110,17 @@ class Op:
 def save(document_json: str, *, readback: bool = False) -> Op:
     """Replace the whole document (event ``saved``)."""
     return Op("saved", (), (document_json,), readback)
+
+
+def duplicate(
+    document_json: str, source_key: str, source_seq: int | None, *, readback: bool = False
+) -> Op:
+    """Start a copy's history with the source's document (event ``duplicated``).
+
+    Its data is ``{"document": ..., "source": <source key>, "source_seq": <seq or null>}``.
+    """
+    seq = "null" if source_seq is None else str(source_seq)
+    return Op("duplicated", (), (document_json, json.dumps(source_key), seq), readback)
 
 
 def delete() -> Op:
@@ -261,11 +273,16 @@ def _fold_deleted(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG0
     return None
 
 
+def _fold_duplicated(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return data["document"]
+
+
 OPERATIONS: dict[str, Operation] = {
     op.type: op
     for op in (
         Operation("saved", _fold_saved, whole_document=True),
         Operation("deleted", _fold_deleted, whole_document=True),
+        Operation("duplicated", _fold_duplicated, whole_document=True),
         Operation("set", _fold_set),
         Operation("number.incr", _fold_incr),
         Operation("list.append", _container_step(lambda c, d: c.append(d["value"]))),

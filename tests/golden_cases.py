@@ -48,9 +48,15 @@ class Case:
     mutate: Callable[[Sample], Awaitable[Any]]
     type: str
     path: str
+    #: The event's data, or a function of the saved model giving it (when it names the model).
     data: Any
     after: dict[str, Any] | None
     returns: Any = None
+    #: The event is written to the instance the mutation returns (a copy), not the one mutated.
+    on_result: bool = False
+
+    def data_for(self, model: Sample | None) -> Any:
+        return self.data(model) if callable(self.data) else self.data
 
 
 CASES: list[Case] = [
@@ -247,4 +253,14 @@ CASES: list[Case] = [
     ),
     Case("clear dict", lambda m: m.scores.aclear(), "dict.clear", "$.scores", {}, doc(scores={})),
     Case("delete", lambda m: m.delete(), "deleted", "$", {}, None),
+    Case(
+        "duplicate",
+        lambda m: m.duplicate(),
+        "duplicated",
+        "$",
+        lambda m: {"document": BEFORE, "source": m.key if m else "{Sample:1}:x", "source_seq": 1},
+        BEFORE,
+        returns=...,
+        on_result=True,
+    ),
 ]
