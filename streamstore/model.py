@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from pydantic import BaseModel
+from redis.exceptions import LockError
 
 from streamstore import operations as ops
 from streamstore._logging import debug_enabled, get_logger
+from streamstore.changes import changes_since
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.context import current_meta_json
 from streamstore.enabled import RedisEnabledModel
@@ -17,6 +21,7 @@ from streamstore.errors import (
     ConfigurationError,
     CorruptDocumentError,
     DocumentNotFoundError,
+    LockTimeoutError,
     TopLevelOnlyError,
     UsageError,
 )
@@ -32,7 +37,7 @@ from streamstore.plan import build_plan
 from streamstore.schema import codec_for, model_json
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     import redis.asyncio as aioredis
 
@@ -268,6 +273,63 @@ class BaseRedisModel(RedisEnabledModel):
             return False
         _log_events(cls, key, applied)
         return True
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self,
+        action: str = "default",
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the lock's expiry, as the seed names it)
+        blocking_timeout: float = 10.0,
+    ) -> AsyncIterator[Self]:
+        """Hold a Redis lock on this instance, work on fresh data, write the changes on exit.
+
+        The lock lives at ``{model.key}/{action}`` with a token and an expiry of ``timeout``
+        seconds, so a holder that dies releases it by expiry. On entry the model is refreshed
+        from Redis; on a normal exit what changed is written as field-level events (``set``,
+        ``list.extend``, ``dict.update``, ``dict.del_item``) in one atomic step, which fails with
+        `ConcurrencyError` if anyone wrote meanwhile (a writer that does not take the lock, or
+        a holder whose lock expired). If the block raises, nothing is written and the local
+        model goes back to what was read on entry. `LockTimeoutError` if the lock stays taken
+        for ``blocking_timeout`` seconds.
+        """
+        self._ss_only_top_level("lock")
+        lock = self._ss_client().lock(
+            f"{self.key}/{action}", timeout=timeout, blocking_timeout=blocking_timeout
+        )
+        if not await lock.acquire():
+            raise LockTimeoutError(f"{self.key}/{action} is held by someone else")
+        try:
+            await self.refresh()
+            version, before = self.version, self.redis_dump()
+            try:
+                yield self
+            except BaseException:
+                fresh = type(self).model_validate_json(json.dumps(before))
+                self.__dict__.update(fresh.__dict__)
+                raise
+            found = changes_since(self, before)
+            if found:
+                await self._ss_apply(found, create=False, expected_seq=version)
+        finally:
+            with contextlib.suppress(LockError):  # expired: our write was guarded by version
+                await lock.release()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def lock_from_key(
+        cls,
+        key: str,
+        action: str = "default",
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (see lock)
+        blocking_timeout: float = 10.0,
+    ) -> AsyncIterator[Self]:
+        """Load the instance at ``key`` and hold its lock (see `lock`)."""
+        model = cast("Self", cls.model_construct())
+        model.pk = cls._pk_of(key)
+        async with model.lock(action, timeout=timeout, blocking_timeout=blocking_timeout):
+            yield model
 
     async def duplicate(self) -> Self:
         """Copy this model to a new pk; the copy's history starts with a ``duplicated`` event.
