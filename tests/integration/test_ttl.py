@@ -1,0 +1,51 @@
+"""Meta.ttl: document and stream expire together, every write renews both, nothing is left over."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import Field
+
+from streamstore import BaseRedisModel
+
+
+class Session(BaseRedisModel):
+    label: str = "t"
+    hits: list[str] = Field(default_factory=list)
+
+    class Meta:
+        ttl = 1
+        partitions = 1
+
+
+async def gone(redis, *keys: str, within: float = 5.0) -> bool:
+    """Wait until none of ``keys`` exists (Redis expires keys on its own clock)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while await redis.exists(*keys):
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)  # polling a condition with a deadline, not synchronising
+    return True
+
+
+async def test_document_and_stream_expire_together_and_leave_no_orphan(redis):
+    session = Session()
+    await session.save()
+    await session.hits.aextend(["a", "b"])  # a batch too: its undo key must not linger
+    await session.aset(label="u", hits=["c"])
+    assert 0 < await redis.pttl(session.key) <= 1000
+    assert 0 < await redis.pttl(session.stream_key) <= 1000
+    assert await gone(redis, session.key, session.stream_key)
+    leftovers = [key async for key in redis.scan_iter(match="{Session:0}*")]
+    assert leftovers == [b"{Session:0}#feed"]  # the feed is trimmed by length, not by TTL
+
+
+async def test_every_write_renews_the_ttl_of_both(redis):
+    session = Session()
+    await session.save()
+    await redis.pexpire(session.key, 100_000)
+    await redis.pexpire(session.stream_key, 100_000)
+    await session.label.set("renewed")
+    assert 0 < await redis.pttl(session.key) <= 1000
+    assert 0 < await redis.pttl(session.stream_key) <= 1000
