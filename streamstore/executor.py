@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streamstore.errors import ConfigurationError, RedisJSONMissingError
+from streamstore.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DocumentNotFoundError,
+    RedisJSONMissingError,
+)
 from streamstore.events import Event, decode_entry, text
 from streamstore.plan import (
     APPLY_SCRIPT,
@@ -27,6 +33,7 @@ __all__ = [
     "read_events",
     "run_plan",
     "run_plans",
+    "run_plans_atomically",
 ]
 
 # apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
@@ -76,13 +83,65 @@ async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Appli
         if not missing or attempt:
             break
         await _load_library(client)  # nothing ran: every call missed the function
-    applied = []
-    for plan, reply in zip(plans, replies, strict=True):
-        if isinstance(reply, ResponseError):
-            error = error_from_reply(str(reply), key=plan.keys[0])
-            raise (error or reply) from None
-        applied.append(parse_reply(reply))
-    return applied
+    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What must hold for one instance before a multi-instance write: its version, its document."""
+
+    doc: str
+    stream: str
+    expected_seq: int | None
+    must_exist: bool
+
+
+async def run_plans_atomically(
+    client: aioredis.Redis, plans: Sequence[Plan], checks: Sequence[Check]
+) -> list[Applied]:
+    """Run plans of several instances all together or not at all.
+
+    WATCHes their documents and streams, verifies ``checks`` (raising `ConcurrencyError` or
+    `DocumentNotFoundError` before anything is written), then sends every call in one MULTI/EXEC;
+    redis-py's `WatchError` means another client wrote in between and nothing was applied.
+    """
+    for attempt in range(2):
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(*(key for check in checks for key in (check.doc, check.stream)))
+            for check in checks:
+                if check.must_exist and not await pipe.exists(check.doc):
+                    raise DocumentNotFoundError(f"{check.doc} does not exist")
+                if check.expected_seq is not None:
+                    seq = _last_seq(await pipe.xrevrange(check.stream, "+", "-", count=1))
+                    if seq != check.expected_seq:
+                        raise ConcurrencyError(
+                            f"{check.doc} was changed by another writer (now at seq {seq})"
+                        )
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for plan in plans:
+                pipe.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+            replies = await pipe.execute(raise_on_error=False)
+        if attempt or not all(_function_missing(reply) for reply in replies):
+            break
+        await _load_library(client)  # every call missed the function: nothing was applied
+    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+
+
+def _function_missing(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and "Function not found" in str(reply)
+
+
+def _result(plan: Plan, reply: Any) -> Applied:
+    if isinstance(reply, ResponseError):
+        raise error_from_reply(str(reply), key=plan.keys[0]) or reply
+    return parse_reply(reply)
+
+
+def _last_seq(entries: Any) -> int:
+    if not entries:
+        return 0
+    fields = {text(name): value for name, value in entries[0][1].items()}
+    return int(text(fields["seq"]))
 
 
 async def _load_library(client: aioredis.Redis) -> None:
@@ -120,10 +179,7 @@ async def get_document_and_seq(
             raw, last = await pipe.execute()
         except ResponseError as exc:
             raise _json_error(exc) from None
-    if not last:
-        return raw, 0
-    fields = {text(name): value for name, value in last[0][1].items()}
-    return raw, int(text(fields["seq"]))
+    return raw, _last_seq(last)
 
 
 async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:

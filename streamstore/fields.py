@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from streamstore import operations as ops
-from streamstore.errors import FieldTypeError
+from streamstore.errors import EmptyContainerError, FieldTypeError, KeyMissingError
+from streamstore.pipeline import Pipeline, active_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,9 +37,11 @@ __all__ = [
 
 
 class Root(Protocol):
-    """What a wrapper needs from the top-level model: applying operations."""
+    """What a wrapper needs from the top-level model: applying operations, its version."""
 
     async def _ss_apply(self, batch: Sequence[Op]) -> Applied: ...
+    @property
+    def version(self) -> int | None: ...
 
 
 class Owner(Protocol):
@@ -72,6 +75,16 @@ class FieldRef:
         root, path = self._ss_parent._ss_locate(self._ss_field)
         return await root._ss_apply((build(path),))
 
+    async def _queue_guarded(self, build: Callable[[FieldPath], Op]) -> None:
+        """In a pipeline: queue an operation whose answer was computed from local state.
+
+        The pipeline then applies it only if the instance is still at the version that state
+        was read at, so Redis gives the same answer.
+        """
+        root, path = self._ss_parent._ss_locate(self._ss_field)
+        await root._ss_apply((build(path),))
+        cast("Pipeline", active_pipeline()).guard(root)
+
     async def set(self, value: Any) -> Any:
         """Validate ``value`` for this field, write it (event ``set``) and return it."""
         codec = self._codec()
@@ -79,8 +92,9 @@ class FieldRef:
         raw = codec.dump_json(valid)
         readback = codec.may_hold_floats
         applied = await self._write(lambda path: ops.set_value(path, raw, readback=readback))
-        if codec.may_hold_floats:  # keep exactly what Redis stored
-            valid = codec.load_json(cast("str", applied.results[0]))
+        stored = applied.results[0]  # None inside a pipeline: queued, not yet stored
+        if codec.may_hold_floats and stored is not None:  # keep exactly what Redis stored
+            valid = codec.load_json(stored)
         self._ss_parent._ss_store(self._ss_field, valid)
         return valid
 
@@ -99,7 +113,11 @@ class _Number(FieldRef):
         if isinstance(by, bool) or not isinstance(by, allowed):
             raise FieldTypeError(f"Value must be {codec.name}")
         applied = await self._write(lambda path: ops.number_incr(path, json.dumps(by)))
-        value = codec.load_json(cast("str", applied.results[0]))
+        raw = applied.results[0]
+        if raw is None:  # queued in a pipeline: the value as the local state says
+            value = codec.validate(cast("int | float", self) + by)
+        else:
+            value = codec.load_json(raw)
         self._ss_parent._ss_store(self._ss_field, value)
         return value
 
@@ -247,6 +265,13 @@ class RedisList(_Container, list[Any]):
         Raises `EmptyContainerError` (an `IndexError`) for an empty list or a bad index;
         the check runs in Redis, against the stored list.
         """
+        if active_pipeline() is not None:
+            if not -len(self) <= index < len(self):
+                raise EmptyContainerError(
+                    "pop from empty list" if not self else "pop index out of range"
+                )
+            await self._queue_guarded(lambda path: ops.list_pop(path, index))
+            return list.pop(self, index)
         applied = await self._write(lambda path: ops.list_pop(path, index))
         value = self._item_codec().load_json(cast("str", applied.results[0]))
         if -len(self) <= index < len(self):
@@ -326,6 +351,13 @@ class RedisDict(_Container, dict[Any, Any]):
         """
         k, text = self._key(key, self._codecs()[0])
         has_default = default is not _MISSING
+        if active_pipeline() is not None:
+            if k not in self:
+                if has_default:
+                    return default
+                raise KeyMissingError(k)
+            await self._queue_guarded(lambda path: ops.dict_pop(path, text, has_default=False))
+            return dict.pop(self, k)
         applied = await self._write(lambda path: ops.dict_pop(path, text, has_default=has_default))
         raw = applied.results[0]
         dict.pop(self, k, None)
@@ -338,6 +370,11 @@ class RedisDict(_Container, dict[Any, Any]):
 
         Raises `KeyMissingError` (a `KeyError`) when the dict is empty.
         """
+        if active_pipeline() is not None:
+            if not self:
+                raise KeyMissingError("popitem(): dictionary is empty")
+            await self._queue_guarded(ops.dict_popitem)
+            return dict.popitem(self)
         applied = await self._write(ops.dict_popitem)
         key_text, raw = _split_pair(cast("str", applied.results[0]))
         key_codec, value_codec = self._codecs()

@@ -33,7 +33,8 @@ from streamstore.executor import (
     run_plans,
 )
 from streamstore.keys import InstanceKeys, KeySpace
-from streamstore.plan import build_plan
+from streamstore.pipeline import active_pipeline, enter, leave
+from streamstore.plan import Applied, build_plan
 from streamstore.schema import codec_for, model_json
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
     from streamstore.events import Event
     from streamstore.operations import Op
-    from streamstore.plan import Applied
+    from streamstore.plan import Plan
 
 __all__ = ["BaseRedisModel", "ModelMeta"]
 
@@ -375,9 +376,17 @@ class BaseRedisModel(RedisEnabledModel):
     async def _ss_apply(
         self, batch: Sequence[Op], *, create: bool = True, expected_seq: int | None = None
     ) -> Applied:
-        """Apply ``batch`` atomically; with ``create``, first save the model if Redis has none."""
-        meta = type(self).__ss_meta__
+        """Apply ``batch`` atomically; with ``create``, first save the model if Redis has none.
+
+        Inside a pipeline the batch is queued instead, and the returned `Applied` has no
+        results: callers that need one compute it from local state (see `streamstore.fields`).
+        """
+        pipeline = active_pipeline()
         persisted = getattr(self, "_ss_persisted", False)
+        if pipeline is not None:
+            pipeline.queue(self, batch, create=create and not persisted)
+            return Applied(events=(), results=(None,) * len(batch), seq=self.version or 0)
+        meta = type(self).__ss_meta__
         plan = build_plan(
             self._ss_instance_keys(),
             self.pk,
@@ -386,13 +395,50 @@ class BaseRedisModel(RedisEnabledModel):
             ttl=meta.ttl,
             feed_maxlen=meta.feed_maxlen,
             expected_seq=expected_seq,
-            create_json=model_json(self) if create and not persisted else None,
+            create_json=self._ss_create_json() if create and not persisted else None,
         )
-        applied = await run_plan(self._ss_client(), plan)
+        (applied,) = await self._ss_send([plan])
+        self._ss_applied(applied)
+        return applied
+
+    def _ss_create_json(self) -> str:
+        return model_json(self)
+
+    async def _ss_send(self, plans: Sequence[Plan]) -> list[Applied]:
+        return [await run_plan(self._ss_client(), plan) for plan in plans]
+
+    def _ss_applied(self, applied: Applied) -> None:
+        """Record a write that reached Redis: persisted, new version, logged."""
         object.__setattr__(self, "_ss_persisted", True)
         object.__setattr__(self, "_ss_version", applied.seq)
-        _log_events(type(self), plan.keys[0], applied)
-        return applied
+        _log_events(type(self), self.key, applied)
+
+    @contextlib.asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[Self]:
+        """Queue every write in the block and apply them all at its exit.
+
+        On entry the model is refreshed from Redis (if it is stored). Writes on any model are
+        queued; operations that return something (``apop``, ``apopitem``, dict ``apop``,
+        ``increase``) answer from the local state and make the exit check that the instance has
+        not changed since. At exit one instance is one atomic call; several are applied in one
+        MULTI/EXEC after WATCHing them, all or nothing (`ConcurrencyError` if another client
+        wrote meanwhile). If the block raises, nothing reaches Redis and every model touched
+        goes back to its local state before the pipeline. A pipeline inside a pipeline joins it.
+        """
+        if active_pipeline() is not None:
+            yield self
+            return
+        with contextlib.suppress(DocumentNotFoundError):
+            await self.refresh()
+        pipeline, token = enter()
+        try:
+            yield self
+        except BaseException:
+            pipeline.restore()
+            raise
+        finally:
+            leave(pipeline, token)
+        await pipeline.commit()
 
 
 def _log_events(model: type[BaseModel], key: str, applied: Applied) -> None:

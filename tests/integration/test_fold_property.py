@@ -45,6 +45,14 @@ floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 texts = st.text(max_size=8)
 indexes = st.integers(min_value=-4, max_value=4)
 
+async def pipelined(model: Prop, value: str, key: str, number: int) -> None:
+    """Three operations in one pipeline: all applied at exit, or none (a refused key, a pop)."""
+    async with model.pipeline() as pipe:
+        await pipe.tags.aappend(value)
+        await pipe.m.aset_item(key, number)
+        await pipe.tags.apop(0)
+
+
 # Each action: the strategies of its arguments, and the call it makes on a model.
 ACTIONS: dict[str, tuple[tuple[st.SearchStrategy[Any], ...], Callable[..., Awaitable[Any]]]] = {
     "save": ((), lambda m: m.save()),
@@ -74,6 +82,7 @@ ACTIONS: dict[str, tuple[tuple[st.SearchStrategy[Any], ...], Callable[..., Await
         lambda m, name, x, flag: m.aset(name=name, x=x, flag=flag),
     ),
     "aset_bad": ((texts,), lambda m, name: m.aset(name=name, n="not a number")),
+    "pipeline": ((texts, keys, ints), pipelined),
 }
 operation = st.one_of(*(st.tuples(st.just(name), *args) for name, (args, _) in ACTIONS.items()))
 

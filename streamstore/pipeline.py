@@ -1,0 +1,150 @@
+"""Pipelines: operations on one or several models queued in a block and applied together at exit."""
+
+from __future__ import annotations
+
+import copy
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from redis.exceptions import WatchError
+
+from streamstore.context import current_meta_json
+from streamstore.errors import ConcurrencyError
+from streamstore.executor import Check, run_plans_atomically
+from streamstore.plan import build_plan
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from streamstore.model import BaseRedisModel
+    from streamstore.operations import Op
+    from streamstore.plan import Applied, Plan
+
+__all__ = ["Pipeline", "active_pipeline", "enter", "leave"]
+
+
+class Versioned(Protocol):
+    """A model whose version (last seq read or written) is known."""
+
+    @property
+    def version(self) -> int | None: ...
+
+
+_active: ContextVar[Pipeline | None] = ContextVar("streamstore_pipeline", default=None)
+
+
+def active_pipeline() -> Pipeline | None:
+    """Return the open pipeline the current task is inside, if any.
+
+    A task started inside a pipeline block inherits it; once the block has ended the pipeline
+    is closed, and such a task's writes go straight to Redis instead of into a finished queue.
+    """
+    pipeline = _active.get()
+    return None if pipeline is None or pipeline.closed else pipeline
+
+
+@dataclass
+class _Queued:
+    """What one instance has queued: its operations, and what its local state was before."""
+
+    model: BaseRedisModel
+    ops: list[Op] = field(default_factory=list)
+    #: The local field values before the pipeline touched them (restored if it fails).
+    before: dict[str, Any] = field(default_factory=dict)
+    #: The version the queued values were computed from, when they depend on it (pops).
+    guard: int | None = None
+    create: bool = False
+
+
+class Pipeline:
+    """Operations queued inside ``async with model.pipeline():``, applied at its exit.
+
+    One instance: one atomic call, with exact undo in Redis. Several instances: their calls in
+    one MULTI/EXEC under WATCH of their keys, after checking versions and existence, so they
+    apply all together or not at all. If the block raises, or a check fails, nothing reaches
+    Redis and every model touched goes back to its local state before the pipeline.
+    """
+
+    def __init__(self) -> None:
+        """Start an empty pipeline."""
+        self._queued: dict[int, _Queued] = {}
+        self.closed = False
+
+    def queue(self, model: BaseRedisModel, batch: Sequence[Op], *, create: bool) -> None:
+        """Queue ``batch`` for ``model`` (called by the model instead of writing)."""
+        entry = self._queued.get(id(model))
+        if entry is None:
+            entry = _Queued(model, before=copy.deepcopy(model.__dict__), create=create)
+            self._queued[id(model)] = entry
+        entry.ops.extend(batch)
+
+    def guard(self, model: Versioned) -> None:
+        """Require ``model`` to be unchanged since its version was read (for computed results)."""
+        entry = self._queued[id(model)]
+        if entry.guard is None:
+            entry.guard = model.version if model.version is not None else 0
+
+    async def commit(self) -> None:
+        """Apply everything queued; restore the local models and re-raise if that fails."""
+        entries = [entry for entry in self._queued.values() if entry.ops]
+        if not entries:
+            return
+        plans = [_plan(entry) for entry in entries]
+        try:
+            if len(entries) == 1:
+                applied = await entries[0].model._ss_send(plans)
+            else:
+                applied = await _send_together(entries, plans)
+        except BaseException:
+            self.restore()
+            raise
+        for entry, result in zip(entries, applied, strict=True):
+            entry.model._ss_applied(result)
+
+    def restore(self) -> None:
+        """Put every model touched back to its local state before the pipeline."""
+        for entry in self._queued.values():
+            entry.model.__dict__.clear()
+            entry.model.__dict__.update(entry.before)
+
+
+def _plan(entry: _Queued) -> Plan:
+    model = entry.model
+    meta = type(model).__ss_meta__
+    return build_plan(
+        model._ss_instance_keys(),
+        model.pk,
+        entry.ops,
+        meta_json=current_meta_json(),
+        ttl=meta.ttl,
+        feed_maxlen=meta.feed_maxlen,
+        expected_seq=entry.guard,
+        create_json=model._ss_create_json() if entry.create else None,
+    )
+
+
+async def _send_together(entries: list[_Queued], plans: list[Plan]) -> list[Applied]:
+    checks = []
+    for entry in entries:
+        keys = entry.model._ss_instance_keys()
+        must_exist = not entry.create and entry.ops[0].type not in ("saved", "duplicated")
+        checks.append(Check(keys.doc, keys.stream, entry.guard, must_exist))
+    try:
+        return await run_plans_atomically(entries[0].model._ss_client(), plans, checks)
+    except WatchError:
+        raise ConcurrencyError(
+            "an instance in the pipeline changed before it was applied"
+        ) from None
+
+
+def enter() -> tuple[Pipeline, Token[Pipeline | None]]:
+    """Make a new pipeline the current task's active one."""
+    pipeline = Pipeline()
+    return pipeline, _active.set(pipeline)
+
+
+def leave(pipeline: Pipeline, token: Token[Pipeline | None]) -> None:
+    """Stop queueing: writes go to Redis again, in this task and in any it started."""
+    pipeline.closed = True
+    _active.reset(token)
