@@ -85,7 +85,8 @@ H['duplicated'] = function(op)
 end
 
 H['deleted'] = function(op)
-  redis.call('DEL', DOC)
+  -- DEL answers 0 only for an 'if-exists' delete of a missing document: no event then.
+  if redis.call('DEL', DOC) == 0 then return nil end
   return '{}'
 end
 
@@ -254,9 +255,9 @@ local function apply(KEYS, ARGV)
   for _, op in ipairs(ops) do
     local handler = H[op.type]
     if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
-    if op.type ~= 'saved' and op.type ~= 'duplicated' and not exists then
-      return abort('NOT_FOUND', op.path)
-    end
+    local needs_document = op.type ~= 'saved' and op.type ~= 'duplicated'
+      and not (op.type == 'deleted' and op.args[1] == 'if-exists')
+    if needs_document and not exists then return abort('NOT_FOUND', op.path) end
     local pok, data, result, detail = pcall(handler, op)
     if not pok then
       local message = tostring(data)
@@ -264,7 +265,7 @@ local function apply(KEYS, ARGV)
       return abort('REDIS', message)
     end
     if data == false then return abort(result, detail) end
-    exists = op.type ~= 'deleted'
+    exists = op.type ~= 'deleted' and (exists or data ~= nil)
     if data then events[#events + 1] = { op.type, op.path, data } end
     if not op.implicit then results[#results + 1] = result or false end
   end

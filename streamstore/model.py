@@ -257,23 +257,18 @@ class BaseRedisModel(RedisEnabledModel):
 
     @classmethod
     async def try_delete(cls, key: str) -> bool:
-        """Delete the instance at ``key`` if it exists; return whether it did."""
-        pk = cls._pk_of(key)
-        meta = cls.__ss_meta__
-        plan = build_plan(
-            meta.keys.for_pk(pk),
-            pk,
-            [ops.delete()],
-            meta_json=current_meta_json(),
-            ttl=meta.ttl,
-            feed_maxlen=meta.feed_maxlen,
-        )
-        try:
-            applied = await run_plan(cls._ss_client(), plan)
-        except DocumentNotFoundError:
-            return False
-        _log_events(cls, key, applied)
-        return True
+        """Delete the instance at ``key`` if it exists; return whether it did.
+
+        Inside a pipeline the delete is queued, and the answer is whether it existed when asked.
+        """
+        model = cast("Self", cls.model_construct())
+        model.pk = cls._pk_of(key)
+        object.__setattr__(model, "_ss_persisted", True)  # never create it first
+        existed = None
+        if active_pipeline() is not None:
+            existed = bool(await model._ss_client().exists(key))
+        applied = await model._ss_apply([ops.delete(if_exists=True)], create=False)
+        return existed if existed is not None else bool(applied.events)
 
     @contextlib.asynccontextmanager
     async def lock(

@@ -36,6 +36,7 @@ __all__ = [
     "list_extend",
     "list_insert",
     "list_pop",
+    "needs_document",
     "number_incr",
     "parse_event_path",
     "save",
@@ -123,9 +124,12 @@ def duplicate(
     return Op("duplicated", (), (document_json, json.dumps(source_key), seq), readback)
 
 
-def delete() -> Op:
-    """Delete the document; the stream stays as history (event ``deleted``)."""
-    return Op("deleted", ())
+def delete(*, if_exists: bool = False) -> Op:
+    """Delete the document; the stream stays as history (event ``deleted``).
+
+    With ``if_exists``, a missing document is no error: nothing happens and no event is written.
+    """
+    return Op("deleted", (), ("if-exists",) if if_exists else ())
 
 
 def set_value(path: FieldPath, value_json: str, *, readback: bool = False) -> Op:
@@ -203,6 +207,13 @@ def dict_popitem(path: FieldPath) -> Op:
 def dict_clear(path: FieldPath) -> Op:
     """Empty a dict (event ``dict.clear``)."""
     return Op("dict.clear", path)
+
+
+def needs_document(op: Op) -> bool:
+    """Tell whether ``op`` fails when the instance has no document (the script's rule too)."""
+    if op.type in ("saved", "duplicated"):
+        return False
+    return not (op.type == "deleted" and op.args == ("if-exists",))
 
 
 # --- fold steps: replay one event on a plain JSON document -----------------------------------

@@ -12,6 +12,7 @@ from redis.exceptions import WatchError
 from streamstore.context import current_meta_json
 from streamstore.errors import ConcurrencyError
 from streamstore.executor import Check, run_plans_atomically
+from streamstore.operations import needs_document
 from streamstore.plan import build_plan
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ async def _send_together(entries: list[_Queued], plans: list[Plan]) -> list[Appl
     checks = []
     for entry in entries:
         keys = entry.model._ss_instance_keys()
-        must_exist = not entry.create and entry.ops[0].type not in ("saved", "duplicated")
+        must_exist = not entry.create and needs_document(entry.ops[0])
         checks.append(Check(keys.doc, keys.stream, entry.guard, must_exist))
     try:
         return await run_plans_atomically(entries[0].model._ss_client(), plans, checks)

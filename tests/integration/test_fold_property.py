@@ -45,6 +45,7 @@ floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 texts = st.text(max_size=8)
 indexes = st.integers(min_value=-4, max_value=4)
 
+
 async def pipelined(model: Prop, value: str, key: str, number: int) -> None:
     """Three operations in one pipeline: all applied at exit, or none (a refused key, a pop)."""
     async with model.pipeline() as pipe:

@@ -198,3 +198,16 @@ async def test_a_pipeline_inside_a_pipeline_joins_it(redis):
             await inner.tags.aappend("b")
         assert await redis.xlen(user.stream_key) == 1  # the inner exit sent nothing
     assert (await User.get(user.key)).tags == ["a", "b"]
+
+
+async def test_try_delete_is_queued_too_and_answers_whether_it_existed(redis):
+    keep, doomed = User(name="keep"), User(name="doomed")
+    await keep.save()
+    await doomed.save()
+    async with keep.pipeline():
+        assert await User.try_delete(doomed.key) is True
+        assert await User.try_delete(User.key_for("nobody")) is False
+        assert await redis.exists(doomed.key) == 1  # queued, not yet applied
+    assert await redis.exists(doomed.key) == 0
+    assert [e.type for e in await doomed.history()] == ["saved", "deleted"]
+    assert await redis.exists(User.key_for("nobody").replace("}:", "}#events:")) == 0

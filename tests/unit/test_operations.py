@@ -97,3 +97,11 @@ def test_empty_extend_and_update_are_refused_by_the_constructors():
         ops.list_extend(("t",), [])
     with pytest.raises(ValueError, match="at least one"):
         ops.dict_update(("m",), [])
+
+
+def test_only_whole_document_writes_and_forgiving_deletes_need_no_document():
+    assert not ops.needs_document(ops.save("{}"))
+    assert not ops.needs_document(ops.duplicate("{}", "k", 1))
+    assert not ops.needs_document(ops.delete(if_exists=True))
+    assert ops.needs_document(ops.delete())
+    assert ops.needs_document(ops.list_append(("t",), "1"))
