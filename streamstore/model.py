@@ -227,18 +227,19 @@ class BaseRedisModel(RedisEnabledModel):
 
     # --- writes ----------------------------------------------------------------------------
 
-    async def save(self, *, expected_version: int | None = None) -> Self:
+    async def save(self, *, expected_version: int | None = None, ttl: int | None = None) -> Self:
         """Write the whole model (event ``saved``) and return it.
 
         With ``expected_version``, write only if the instance's last seq is exactly that (0: no
         history yet), else raise `ConcurrencyError` and write nothing: optimistic concurrency
         for a read-modify-write (``await m.refresh()``, change ``m``, ``await m.save(
-        expected_version=m.version)``).
+        expected_version=m.version)``). ``ttl`` (seconds) overrides ``Meta.ttl`` for this write:
+        document and stream then expire together after it.
         """
         self._ss_only_top_level("save")
         readback = codec_for(type(self)).may_hold_floats
         op = ops.save(model_json(self), readback=readback)
-        await self._ss_apply([op], create=False, expected_seq=expected_version)
+        await self._ss_apply([op], create=False, expected_seq=expected_version, ttl=ttl)
         return self
 
     async def delete(self, key: str | None = None) -> None:
@@ -369,7 +370,12 @@ class BaseRedisModel(RedisEnabledModel):
             )
 
     async def _ss_apply(
-        self, batch: Sequence[Op], *, create: bool = True, expected_seq: int | None = None
+        self,
+        batch: Sequence[Op],
+        *,
+        create: bool = True,
+        expected_seq: int | None = None,
+        ttl: int | None = None,
     ) -> Applied:
         """Apply ``batch`` atomically; with ``create``, first save the model if Redis has none.
 
@@ -379,7 +385,7 @@ class BaseRedisModel(RedisEnabledModel):
         pipeline = active_pipeline()
         persisted = getattr(self, "_ss_persisted", False)
         if pipeline is not None:
-            pipeline.queue(self, batch, create=create and not persisted)
+            pipeline.queue(self, batch, create=create and not persisted, ttl=ttl)
             return Applied(events=(), results=(None,) * len(batch), seq=self.version or 0)
         meta = type(self).__ss_meta__
         plan = build_plan(
@@ -387,7 +393,7 @@ class BaseRedisModel(RedisEnabledModel):
             self.pk,
             batch,
             meta_json=current_meta_json(),
-            ttl=meta.ttl,
+            ttl=meta.ttl if ttl is None else ttl,
             feed_maxlen=meta.feed_maxlen,
             expected_seq=expected_seq,
             create_json=self._ss_create_json() if create and not persisted else None,

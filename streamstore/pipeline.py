@@ -56,6 +56,8 @@ class _Queued:
     #: The version the queued values were computed from, when they depend on it (pops).
     guard: int | None = None
     create: bool = False
+    #: A per-call TTL override (the last one queued wins), else the model's Meta.ttl.
+    ttl: int | None = None
 
 
 class Pipeline:
@@ -72,13 +74,17 @@ class Pipeline:
         self._queued: dict[int, _Queued] = {}
         self.closed = False
 
-    def queue(self, model: BaseRedisModel, batch: Sequence[Op], *, create: bool) -> None:
+    def queue(
+        self, model: BaseRedisModel, batch: Sequence[Op], *, create: bool, ttl: int | None = None
+    ) -> None:
         """Queue ``batch`` for ``model`` (called by the model instead of writing)."""
         entry = self._queued.get(id(model))
         if entry is None:
             entry = _Queued(model, before=copy.deepcopy(model.__dict__), create=create)
             self._queued[id(model)] = entry
         entry.ops.extend(batch)
+        if ttl is not None:
+            entry.ttl = ttl
 
     def guard(self, model: Versioned) -> None:
         """Require ``model`` to be unchanged since its version was read (for computed results)."""
@@ -118,7 +124,7 @@ def _plan(entry: _Queued) -> Plan:
         model.pk,
         entry.ops,
         meta_json=current_meta_json(),
-        ttl=meta.ttl,
+        ttl=meta.ttl if entry.ttl is None else entry.ttl,
         feed_maxlen=meta.feed_maxlen,
         expected_seq=entry.guard,
         create_json=model._ss_create_json() if entry.create else None,

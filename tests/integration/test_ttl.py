@@ -49,3 +49,17 @@ async def test_every_write_renews_the_ttl_of_both(redis):
     await session.label.set("renewed")
     assert 0 < await redis.pttl(session.key) <= 1000
     assert 0 < await redis.pttl(session.stream_key) <= 1000
+
+
+async def test_save_can_set_a_ttl_for_one_write_of_a_model_without_one(redis):
+    class Note(BaseRedisModel):
+        text: str = ""
+
+    note = Note()
+    await note.save(ttl=100)
+    assert 0 < await redis.ttl(note.key) <= 100
+    assert 0 < await redis.ttl(note.stream_key) <= 100
+    other = Note()
+    async with other.pipeline():
+        await other.save(ttl=50)
+    assert 0 < await redis.ttl(other.key) <= 50
