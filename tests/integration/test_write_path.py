@@ -20,13 +20,20 @@ async def feed_entries(redis, model):
     return await redis.xrange(type(model).__ss_meta__.keys.for_pk(model.pk).feed)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-async def test_mutation_writes_exactly_its_golden_event_and_document(redis, case: Case):
+async def run_case(case: Case) -> tuple[Sample, object, Sample]:
+    """Save a default sample, run the case's mutation; return it, the result, and the target.
+
+    The target is the instance whose stream gets the event: the sample, or the copy it returns.
+    """
     model = Sample()
     await model.save()
     result = await case.mutate(model)
+    return model, result, result if case.on_result else model
 
-    target = result if case.on_result else model
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+async def test_mutation_writes_exactly_its_golden_event_and_document(redis, case: Case):
+    model, result, target = await run_case(case)
     events = await target.history()
     expected = [(2, case.type)] if not case.on_result else [(1, case.type)]
     assert [(e.seq, e.type) for e in events][-1:] == expected
@@ -39,11 +46,7 @@ async def test_mutation_writes_exactly_its_golden_event_and_document(redis, case
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 async def test_mutation_appends_the_same_event_to_the_partition_feed(redis, case: Case):
-    model = Sample()
-    await model.save()
-    result = await case.mutate(model)
-
-    target = result if case.on_result else model
+    _, _, target = await run_case(case)
     instance = await redis.xrange(target.stream_key)
     feed = [f for f in await feed_entries(redis, target) if f[1][b"pk"] == target.pk.encode()]
     assert len(feed) == len(instance) == (1 if case.on_result else 2)
@@ -55,10 +58,7 @@ async def test_mutation_appends_the_same_event_to_the_partition_feed(redis, case
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.after is not None], ids=lambda c: c.name)
 async def test_local_state_matches_redis_after_the_mutation(redis, case: Case):
-    model = Sample()
-    await model.save()
-    result = await case.mutate(model)
-    target = result if case.on_result else model
+    _, _, target = await run_case(case)
     assert target.redis_dump() == await stored(redis, target.key)
 
 
