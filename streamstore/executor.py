@@ -50,12 +50,12 @@ async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
     """Run ``plan`` atomically in one round trip (FCALL; the library is loaded on first miss)."""
     try:
         try:
-            reply = await client.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+            reply = await _fcall(client, plan)
         except ResponseError as exc:
-            if not str(exc).startswith("Function not found"):
+            if not _function_missing(exc):
                 raise
             await _load_library(client)
-            reply = await client.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+            reply = await _fcall(client, plan)
     except ResponseError as exc:
         message = str(exc)
         if "unknown command" in message.lower() and "fcall" in message.lower():
@@ -75,12 +75,9 @@ async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Appli
     for attempt in range(2):
         async with client.pipeline(transaction=False) as pipe:
             for plan in plans:
-                pipe.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+                _fcall(pipe, plan)
             replies = await pipe.execute(raise_on_error=False)
-        missing = [
-            r for r in replies if isinstance(r, ResponseError) and "Function not found" in str(r)
-        ]
-        if not missing or attempt:
+        if attempt or not any(_function_missing(reply) for reply in replies):
             break
         await _load_library(client)  # nothing ran: every call missed the function
     return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
@@ -119,7 +116,7 @@ async def run_plans_atomically(
                         )
             pipe.multi()  # type: ignore[no-untyped-call]
             for plan in plans:
-                pipe.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+                _fcall(pipe, plan)
             replies = await pipe.execute(raise_on_error=False)
         if attempt or not all(_function_missing(reply) for reply in replies):
             break
@@ -127,8 +124,14 @@ async def run_plans_atomically(
     return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
 
 
+def _fcall(target: aioredis.Redis, plan: Plan) -> Any:
+    """Call our function for ``plan`` on a client (an awaitable) or queue it on a pipeline."""
+    return target.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+
+
 def _function_missing(reply: Any) -> bool:
-    return isinstance(reply, ResponseError) and "Function not found" in str(reply)
+    """Tell whether a reply (or error) says the server lacks our function library."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
 
 
 def _result(plan: Plan, reply: Any) -> Applied:

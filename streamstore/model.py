@@ -341,26 +341,13 @@ class BaseRedisModel(RedisEnabledModel):
     async def duplicate_many(self, count: int) -> list[Self]:
         """Make ``count`` copies (see `duplicate`) in one round trip; each write is atomic."""
         self._ss_only_top_level("duplicate", "Can only duplicate from top level model")
-        meta = type(self).__ss_meta__
         document = model_json(self)
         readback = codec_for(type(self)).may_hold_floats
         op = ops.duplicate(document, self.key, self.version, readback=readback)
         copies = [type(self).model_validate_json(document) for _ in range(count)]
-        plans = [
-            build_plan(
-                copy._ss_instance_keys(),
-                copy.pk,
-                [op],
-                meta_json=current_meta_json(),
-                ttl=meta.ttl,
-                feed_maxlen=meta.feed_maxlen,
-            )
-            for copy in copies
-        ]
+        plans = [copy._ss_plan([op], create=False) for copy in copies]
         for copy, applied in zip(copies, await run_plans(self._ss_client(), plans), strict=True):
-            object.__setattr__(copy, "_ss_persisted", True)
-            object.__setattr__(copy, "_ss_version", applied.seq)
-            _log_events(type(self), copy.key, applied)
+            copy._ss_applied(applied)
         return copies
 
     def _ss_only_top_level(self, action: str, message: str | None = None) -> None:
@@ -387,8 +374,27 @@ class BaseRedisModel(RedisEnabledModel):
         if pipeline is not None:
             pipeline.queue(self, batch, create=create and not persisted, ttl=ttl)
             return Applied(events=(), results=(None,) * len(batch), seq=self.version or 0)
+        plan = self._ss_plan(
+            batch, create=create and not persisted, expected_seq=expected_seq, ttl=ttl
+        )
+        (applied,) = await self._ss_send([plan])
+        self._ss_applied(applied)
+        return applied
+
+    def _ss_plan(
+        self,
+        batch: Sequence[Op],
+        *,
+        create: bool,
+        expected_seq: int | None = None,
+        ttl: int | None = None,
+    ) -> Plan:
+        """Plan ``batch`` for this instance; ``create`` saves the model first if Redis has none.
+
+        ``ttl`` overrides ``Meta.ttl`` for this write.
+        """
         meta = type(self).__ss_meta__
-        plan = build_plan(
+        return build_plan(
             self._ss_instance_keys(),
             self.pk,
             batch,
@@ -396,14 +402,8 @@ class BaseRedisModel(RedisEnabledModel):
             ttl=meta.ttl if ttl is None else ttl,
             feed_maxlen=meta.feed_maxlen,
             expected_seq=expected_seq,
-            create_json=self._ss_create_json() if create and not persisted else None,
+            create_json=model_json(self) if create else None,
         )
-        (applied,) = await self._ss_send([plan])
-        self._ss_applied(applied)
-        return applied
-
-    def _ss_create_json(self) -> str:
-        return model_json(self)
 
     async def _ss_send(self, plans: Sequence[Plan]) -> list[Applied]:
         return [await run_plan(self._ss_client(), plan) for plan in plans]

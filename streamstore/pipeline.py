@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import WatchError
 
-from streamstore.context import current_meta_json
 from streamstore.errors import ConcurrencyError
 from streamstore.executor import Check, run_plans_atomically
 from streamstore.operations import needs_document
-from streamstore.plan import build_plan
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -117,17 +115,8 @@ class Pipeline:
 
 
 def _plan(entry: _Queued) -> Plan:
-    model = entry.model
-    meta = type(model).__ss_meta__
-    return build_plan(
-        model._ss_instance_keys(),
-        model.pk,
-        entry.ops,
-        meta_json=current_meta_json(),
-        ttl=meta.ttl if entry.ttl is None else entry.ttl,
-        feed_maxlen=meta.feed_maxlen,
-        expected_seq=entry.guard,
-        create_json=model._ss_create_json() if entry.create else None,
+    return entry.model._ss_plan(
+        entry.ops, create=entry.create, expected_seq=entry.guard, ttl=entry.ttl
     )
 
 
