@@ -10,6 +10,7 @@ from streamstore.errors import (
     DocumentNotFoundError,
     EmptyContainerError,
     FieldTypeError,
+    HistoryTrimmedError,
     KeyMissingError,
     LockTimeoutError,
     NotJSONError,
@@ -32,6 +33,8 @@ from streamstore.fields import (
     RedisStr,
 )
 from streamstore.model import BaseRedisModel
+from streamstore.projections.replay import Report, Summary
+from streamstore.projections.upcasting import Upcaster, add_field, remove_field, rename_field
 
 __all__ = [
     "BaseRedisModel",
@@ -43,6 +46,7 @@ __all__ = [
     "EmptyContainerError",
     "Event",
     "FieldTypeError",
+    "HistoryTrimmedError",
     "KeyMissingError",
     "LockTimeoutError",
     "NotJSONError",
@@ -56,10 +60,16 @@ __all__ = [
     "RedisList",
     "RedisSettings",
     "RedisStr",
+    "Report",
     "StoredDataError",
     "StreamStoreError",
+    "Summary",
     "TopLevelOnlyError",
     "UnsafeKeyError",
+    "Upcaster",
     "UsageError",
+    "add_field",
     "event_context",
+    "remove_field",
+    "rename_field",
 ]

@@ -11,9 +11,14 @@
 -- from a hash of this text, so two versions of streamstore can share a server.
 --
 -- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs)
--- ARGV: pk, meta, schema version, ttl seconds (0 = leave), feed maxlen,
---       expected seq ('' = none), create-if-missing document ('' = none), op count,
+-- ARGV: pk, meta, layout version, model version, ttl seconds (0 = leave), feed maxlen,
+--       expected seq ('' = none), create-if-missing document ('' = none),
+--       snapshot every n events (0 = never), op count,
 --       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
+--
+-- Two more functions serve the read side (streamstore/projections): `streamstore_read` returns a
+-- document with the newest entries of its stream, read together; `streamstore_put` rewrites a
+-- document (rebuild) only if the stream has not moved on.
 --
 -- RedisJSON's number parser is not exact (a double can land one unit off), so for values
 -- that may hold floats ('r') the event records the value as stored, read back from the
@@ -82,6 +87,10 @@ H['duplicated'] = function(op)
   local document = op.rb and get_one('$') or op.args[1]
   return '{"document":' .. document .. ',"source":' .. op.args[2] .. ',"source_seq":'
     .. op.args[3] .. '}'
+end
+
+H['snapshot'] = function(op)
+  return '{"document":' .. get_one('$') .. '}'
 end
 
 H['deleted'] = function(op)
@@ -214,9 +223,10 @@ local function apply(KEYS, ARGV)
   DOC, UNDO = KEYS[1], KEYS[4]
   snapshot, existed = false, false
   local STREAM, FEED = KEYS[2], KEYS[3]
-  local PK, META, VERSION = ARGV[1], ARGV[2], ARGV[3]
-  local TTL, FEED_MAXLEN = tonumber(ARGV[4]), ARGV[5]
-  local EXPECTED, CREATE, NOPS = ARGV[6], ARGV[7], tonumber(ARGV[8])
+  local PK, META, VERSION, MODEL_VERSION = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local TTL, FEED_MAXLEN = tonumber(ARGV[5]), ARGV[6]
+  local EXPECTED, CREATE = ARGV[7], ARGV[8]
+  local SNAPSHOT_EVERY, NOPS = tonumber(ARGV[9]), tonumber(ARGV[10])
 
   -- 1. Read the current state: does the document exist, what is the last seq?
   local exists = redis.call('EXISTS', DOC) == 1
@@ -231,7 +241,7 @@ local function apply(KEYS, ARGV)
   end
 
   -- 2. Parse the operations.
-  local ops, pos = {}, 9
+  local ops, pos = {}, 11
   if CREATE ~= '' and not exists then
     ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true,
       rb = true }
@@ -272,6 +282,14 @@ local function apply(KEYS, ARGV)
 
   if existed then redis.call('DEL', UNDO) end
 
+  -- Every SNAPSHOT_EVERY events, a snapshot of the document follows the batch's events, so
+  -- replay can start there (and compaction can trim what lies before it).
+  local after = seq + #events
+  if SNAPSHOT_EVERY > 0 and exists and #events > 0
+      and math.floor(after / SNAPSHOT_EVERY) > math.floor(seq / SNAPSHOT_EVERY) then
+    events[#events + 1] = { 'snapshot', '$', H['snapshot']() }
+  end
+
   -- 4. Append the events: instance stream first (gapless seq), then the partition feed.
   -- The entry id is '<ms>-*' with ms the server time (never below the stream's last id), so the
   -- event's `ts` is exactly the time part of its id.
@@ -282,9 +300,10 @@ local function apply(KEYS, ARGV)
   for _, ev in ipairs(events) do
     seq = seq + 1
     local id = redis.call('XADD', STREAM, ts .. '-*', 'seq', seq, 'type', ev[1], 'path', ev[2],
-      'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+      'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION, 'mv', MODEL_VERSION)
     redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
-      'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION)
+      'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION,
+      'mv', MODEL_VERSION)
     written[#written + 1] = { id, seq, ev[1] }
   end
   if TTL > 0 and #events > 0 then
@@ -294,4 +313,45 @@ local function apply(KEYS, ARGV)
   return { written, results, seq }
 end
 
+-- The last seq of the stream, or 0 when it has no entries.
+local function last_seq(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if not last then return 0 end
+  return tonumber(last[2][2])
+end
+
+-- KEYS: doc, stream. ARGV: how many of the newest entries to return.
+-- Returns { document JSON or false, entries newest first }: a consistent pair to fold from.
+local function read(KEYS, ARGV)
+  local doc = redis.call('JSON.GET', KEYS[1])
+  return { doc or false, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1]) }
+end
+
+-- KEYS: doc, stream. ARGV: expected last seq, JSON path, JSON value ('' deletes the document).
+-- Writes the value only while the stream's last seq is the expected one (else CONFLICT), and
+-- returns the value as RedisJSON stored it, for the caller to compare with what it meant.
+-- A document made anew expires with its stream.
+local function put(KEYS, ARGV)
+  local seq = last_seq(KEYS[2])
+  if tonumber(ARGV[1]) ~= seq then
+    return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
+  end
+  if ARGV[3] == '' then
+    redis.call('DEL', KEYS[1])
+    return false
+  end
+  local existed = redis.call('EXISTS', KEYS[1]) == 1
+  if not redis.call('JSON.SET', KEYS[1], ARGV[2], ARGV[3]) then
+    return redis.error_reply('STREAMSTORE PATH ' .. ARGV[2] .. ' has no parent in the document')
+  end
+  if not existed then
+    local pttl = redis.call('PTTL', KEYS[2])
+    if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
+  end
+  return redis.call('JSON.GET', KEYS[1], ARGV[2])
+end
+
 redis.register_function('streamstore_apply', apply)
+redis.register_function{ function_name = 'streamstore_read', callback = read,
+  flags = { 'no-writes' } }
+redis.register_function('streamstore_put', put)

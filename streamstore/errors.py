@@ -10,6 +10,7 @@ __all__ = [
     "DocumentNotFoundError",
     "EmptyContainerError",
     "FieldTypeError",
+    "HistoryTrimmedError",
     "KeyMissingError",
     "LockTimeoutError",
     "NotJSONError",
@@ -75,6 +76,10 @@ class DocumentNotFoundError(StreamStoreError, KeyError):
     def __str__(self) -> str:
         """Show the message, not KeyError's quoted repr of it."""
         return str(self.args[0]) if self.args else ""
+
+
+class HistoryTrimmedError(StreamStoreError, LookupError):
+    """The events needed to replay a past state were removed (by compaction, or by hand)."""
 
 
 class ConfigurationError(StreamStoreError):

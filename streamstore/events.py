@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from streamstore.errors import CorruptEventError
-from streamstore.keys import EVENT_FIELDS
+from streamstore.keys import REQUIRED_EVENT_FIELDS
 from streamstore.operations import OPERATIONS, FieldPath, parse_event_path
 
-__all__ = ["Event", "decode_entry", "text"]
+__all__ = ["Event", "decode_entry", "decode_flat_entry", "text"]
 
 
 def text(value: str | bytes) -> str:
@@ -40,6 +41,8 @@ class Event:
     meta: Mapping[str, Any] = field(default_factory=dict)
     #: Schema version of the entry layout.
     v: str = "1"
+    #: The model's ``Meta.schema_version`` when the event was written (upcasters read it).
+    model_version: int = 1
 
     @property
     def at(self) -> datetime:
@@ -51,15 +54,50 @@ class Event:
         """Return the touched field as a tuple of field names (empty for the whole document)."""
         return parse_event_path(self.path)
 
+    def touches(self, path: FieldPath) -> bool:
+        """Tell whether the event changed (or may have changed) the field at ``path``.
+
+        True when one path contains the other: ``set $.profile`` touches ``profile.skills``,
+        ``list.append $.profile.skills`` touches ``profile``, and whole-document events
+        (``saved``, ``deleted``, ...) touch every field.
+        """
+        mine = self.field_path
+        shorter = min(len(mine), len(path))
+        return mine[:shorter] == path[:shorter]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as plain JSON types (``at`` as ISO 8601), e.g. for a JSON line."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "type": self.type,
+            "path": self.path,
+            "data": self.data,
+            "ts": self.ts,
+            "at": self.at.isoformat(timespec="milliseconds"),
+            "meta": dict(self.meta),
+            "v": self.v,
+            "mv": self.model_version,
+        }
+
 
 def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
     """Decode one stream entry (as returned by XRANGE) into an `Event`.
 
     Raises `CorruptEventError` when a field is missing or does not parse.
     """
-    values = {text(k): text(v) for k, v in fields.items()}
-    missing = [name for name in EVENT_FIELDS if name not in values]
-    eid = text(entry_id)
+    return _decode(text(entry_id), {text(k): text(v) for k, v in fields.items()})
+
+
+def decode_flat_entry(entry: Sequence[Any]) -> Event:
+    """Decode an entry as Redis sends it inside a script reply: ``[id, [name, value, ...]]``."""
+    entry_id, flat = entry
+    names = [text(name) for name in flat[0::2]]
+    return _decode(text(entry_id), dict(zip(names, map(text, flat[1::2]), strict=True)))
+
+
+def _decode(eid: str, values: dict[str, str]) -> Event:
+    missing = [name for name in REQUIRED_EVENT_FIELDS if name not in values]
     if missing:
         raise CorruptEventError(f"stream entry {eid} lacks fields {missing}")
     if values["type"] not in OPERATIONS:
@@ -72,8 +110,13 @@ def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
             path=values["path"],
             data=json.loads(values["data"]),
             ts=int(values["ts"]),
-            meta=json.loads(values["meta"]),
+            meta=_EMPTY_META if values["meta"] == "{}" else json.loads(values["meta"]),
             v=values["v"],
+            model_version=int(values.get("mv", "1")),
         )
     except ValueError as exc:
         raise CorruptEventError(f"stream entry {eid} does not parse: {exc}") from exc
+
+
+#: Shared by every event written without metadata (most of them); never mutated.
+_EMPTY_META: Mapping[str, Any] = MappingProxyType({})

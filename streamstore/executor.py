@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ from streamstore.errors import (
     DocumentNotFoundError,
     RedisJSONMissingError,
 )
-from streamstore.events import Event, decode_entry, text
+from streamstore.events import Event, decode_entry, decode_flat_entry, text
 from streamstore.plan import (
     APPLY_SCRIPT,
     REDISJSON_HINT,
@@ -27,44 +28,59 @@ from streamstore.plan import (
 )
 
 __all__ = [
+    "Head",
     "get_document",
     "get_document_and_seq",
     "get_path",
+    "iter_events",
+    "put_document",
     "read_events",
+    "read_head",
+    "read_heads",
     "run_plan",
     "run_plans",
     "run_plans_atomically",
+    "scan_keys",
+    "trim_before",
 ]
 
 # apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a
 # server (a rolling deploy) each find their own and never replace each other's.
 _LIBRARY_ID = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()[:16]  # noqa: S324 (a name, not security)
-_FUNCTION = f"streamstore_apply_{_LIBRARY_ID}"
-_LIBRARY = APPLY_SCRIPT.replace(
-    "#!lua name=streamstore\n", f"#!lua name=streamstore_{_LIBRARY_ID}\n", 1
-).replace("register_function('streamstore_apply'", f"register_function('{_FUNCTION}'", 1)
+_FUNCTION, _READ, _PUT = (f"streamstore_{name}_{_LIBRARY_ID}" for name in ("apply", "read", "put"))
+_LIBRARY = re.sub(
+    r"(function_name = |register_function\()'streamstore_(\w+)'",
+    rf"\1'streamstore_\2_{_LIBRARY_ID}'",
+    APPLY_SCRIPT.replace("#!lua name=streamstore\n", f"#!lua name=streamstore_{_LIBRARY_ID}\n", 1),
+)
 
 
 async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
     """Run ``plan`` atomically in one round trip (FCALL; the library is loaded on first miss)."""
+    return parse_reply(await _call(client, _FUNCTION, plan.keys, plan.args))
+
+
+async def _call(
+    client: aioredis.Redis, function: str, keys: Sequence[str], args: Sequence[str]
+) -> Any:
+    """Call one of our functions, loading the library on a miss; map its errors."""
     try:
         try:
-            reply = await _fcall(client, plan)
+            return await client.fcall(function, len(keys), *keys, *args)
         except ResponseError as exc:
             if not _function_missing(exc):
                 raise
             await _load_library(client)
-            reply = await _fcall(client, plan)
+            return await client.fcall(function, len(keys), *keys, *args)
     except ResponseError as exc:
         message = str(exc)
         if "unknown command" in message.lower() and "fcall" in message.lower():
             raise ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)") from None
-        error = error_from_reply(message, key=plan.keys[0])
+        error = error_from_reply(message, key=keys[0])
         if error is None:
             raise
         raise error from None
-    return parse_reply(reply)
 
 
 async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Applied]:
@@ -211,3 +227,117 @@ async def read_events(
     """Return the events of ``stream`` between stream ids ``start`` and ``end``, oldest first."""
     entries = cast("list[tuple[Any, Any]]", await client.xrange(stream, start, end, count=count))
     return [decode_entry(entry_id, fields) for entry_id, fields in entries]
+
+
+# --- the read side: what replay, verify and rebuild read and write ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A document and the newest entries of its stream, read together in one atomic call."""
+
+    #: The document's JSON text, or None when there is none.
+    document: str | None
+    #: The newest entries of the stream, newest first, decoded.
+    events: list[Event]
+
+
+def _head(reply: Sequence[Any]) -> Head:
+    raw, entries = reply
+    return Head(text(raw) if raw else None, [decode_flat_entry(entry) for entry in entries])
+
+
+async def read_head(client: aioredis.Redis, doc: str, stream: str, count: int) -> Head:
+    """Read the document ``doc`` and the newest ``count`` events of ``stream`` atomically."""
+    return _head(await _call(client, _READ, (doc, stream), (str(count),)))
+
+
+async def read_heads(
+    client: aioredis.Redis, pairs: Sequence[tuple[str, str]], count: int
+) -> list[Head]:
+    """`read_head` for many instances in one round trip (each read atomic on its own)."""
+    if not pairs:
+        return []
+    for attempt in range(2):
+        async with client.pipeline(transaction=False) as pipe:
+            for doc, stream in pairs:
+                pipe.fcall(_READ, 2, doc, stream, str(count))
+            replies = await pipe.execute(raise_on_error=False)
+        if attempt or not any(_function_missing(reply) for reply in replies):
+            break
+        await _load_library(client)
+    heads = []
+    for (doc, _), reply in zip(pairs, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            raise error_from_reply(str(reply), key=doc) or reply
+        heads.append(_head(reply))
+    return heads
+
+
+async def put_document(
+    client: aioredis.Redis, doc: str, stream: str, *, expected_seq: int, path: str, value: str
+) -> str | None:
+    """Write ``value`` at ``path`` of ``doc`` if its stream is still at ``expected_seq``.
+
+    ``value=""`` deletes the document. A stream that moved on raises `ConcurrencyError`.
+
+    Returns the value as RedisJSON stored it (its JSON text inside ``[...]``), None on delete.
+    """
+    stored = await _call(client, _PUT, (doc, stream), (str(expected_seq), path, value))
+    return None if stored is None else text(stored)
+
+
+async def iter_events(
+    client: aioredis.Redis,
+    stream: str,
+    *,
+    start: str = "-",
+    end: str = "+",
+    reverse: bool = False,
+    page: int = 1000,
+) -> AsyncIterator[list[Event]]:
+    """Yield the events of ``stream`` between ids ``start`` and ``end`` (inclusive), by pages.
+
+    Oldest first, or newest first with ``reverse``.
+
+    Each page is one XRANGE (XREVRANGE); memory holds one page, whatever the stream's length.
+    """
+    low, high = start, end
+    while True:
+        if reverse:
+            reply = await client.xrevrange(stream, high, low, count=page)
+        else:
+            reply = await client.xrange(stream, low, high, count=page)
+        entries = cast("list[tuple[Any, Any]]", reply)
+        if not entries:
+            return
+        events = [decode_entry(entry_id, fields) for entry_id, fields in entries]
+        yield events
+        if len(entries) < page:
+            return
+        if reverse:
+            high = f"({events[-1].id}"
+        else:
+            low = f"({events[-1].id}"
+
+
+async def scan_keys(
+    client: aioredis.Redis, pattern: str, *, count: int = 1000
+) -> AsyncIterator[list[str]]:
+    """Yield the keys matching ``pattern``, one SCAN page at a time (never the whole keyspace).
+
+    Like SCAN itself, a key present throughout is yielded at least once, and may be yielded
+    twice if the keyspace is resized meanwhile.
+    """
+    cursor = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=pattern, count=count)
+        if keys:
+            yield [text(key) for key in keys]
+        if not cursor:
+            return
+
+
+async def trim_before(client: aioredis.Redis, stream: str, first_kept_id: str) -> int:
+    """Delete the entries of ``stream`` older than ``first_kept_id``; return how many."""
+    return int(await client.xtrim(stream, minid=first_kept_id, approximate=False))

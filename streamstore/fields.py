@@ -19,6 +19,7 @@ from streamstore.pipeline import Pipeline, active_pipeline
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from streamstore.events import Event
     from streamstore.operations import FieldPath, Op
     from streamstore.plan import Applied
     from streamstore.schema import Codec, ContainerCodecs
@@ -40,6 +41,7 @@ class Root(Protocol):
     """What a wrapper needs from the top-level model: applying operations, its version."""
 
     async def _ss_apply(self, batch: Sequence[Op]) -> Applied: ...
+    async def history(self, *, path: FieldPath, **filters: Any) -> list[Event]: ...
     @property
     def version(self) -> int | None: ...
 
@@ -103,6 +105,14 @@ class FieldRef:
         value = self._codec().load_json(await self._ss_parent._ss_read(self._ss_field))
         self._ss_parent._ss_store(self._ss_field, value)
         return value
+
+    async def history(self, **filters: Any) -> list[Event]:
+        """Return the events that touched this field: on it, inside it, or on a parent of it.
+
+        Takes the filters of the model's ``history()`` (seq and time ranges, limit, reverse).
+        """
+        root, path = self._ss_parent._ss_locate(self._ss_field)
+        return await root.history(path=path, **filters)
 
 
 class _Number(FieldRef):

@@ -9,15 +9,22 @@ __all__ = [
     "EVENT_FIELDS",
     "EVENT_SCHEMA_VERSION",
     "FEED_FIELDS",
+    "REQUIRED_EVENT_FIELDS",
     "InstanceKeys",
     "KeySpace",
+    "stream_key_of",
 ]
 
 #: Version of the stream entry layout below; written into every entry as ``v``.
 EVENT_SCHEMA_VERSION = "1"
 
-#: Fields of an instance stream entry, in the order they are written.
-EVENT_FIELDS = ("seq", "type", "path", "data", "ts", "meta", "v")
+#: Fields of an instance stream entry, in the order they are written. ``mv`` (the model's
+#: ``Meta.schema_version``, read by upcasters) came after ``v`` 1 was first written: readers take
+#: a missing ``mv`` as 1. Fields are only ever added, so readers ignore fields they do not know.
+EVENT_FIELDS = ("seq", "type", "path", "data", "ts", "meta", "v", "mv")
+
+#: Fields every entry has; the others may be missing in older entries.
+REQUIRED_EVENT_FIELDS = EVENT_FIELDS[:-1]
 
 #: Fields of a change feed entry: the instance's pk and stream id, then the event fields.
 FEED_FIELDS = ("pk", "id", *EVENT_FIELDS)
@@ -79,7 +86,33 @@ class KeySpace:
 
     def pk_from_doc_key(self, key: str) -> str | None:
         """Return the pk inside a document key of this class, or None if it is not one."""
-        head, sep, pk = key.partition("}:")
+        return self._pk_after(key, "}:")
+
+    def pk_from_stream_key(self, key: str) -> str | None:
+        """Return the pk inside an instance stream key of this class, or None if it is not one."""
+        return self._pk_after(key, "}#events:")
+
+    def _pk_after(self, key: str, separator: str) -> str | None:
+        head, sep, pk = key.partition(separator)
         if not sep or head != f"{{{self.prefix}:{self.partition(pk)}":
             return None
         return pk
+
+    def scan_pattern(self) -> str:
+        """Return a SCAN pattern matching every key of this class (filter with the parsers above).
+
+        ``Meta.key_prefix`` cannot hold glob characters, so the pattern needs no escaping.
+        """
+        return f"{{{self.prefix}:*}}*"
+
+
+def stream_key_of(doc_key: str) -> str:
+    """Return the stream key of the instance whose document key is ``doc_key``.
+
+    Works without the model class: the two keys differ only after the hash tag (which holds
+    no ``}``, since key prefixes cannot). Raises ValueError for anything but a document key.
+    """
+    end = doc_key.find("}")
+    if not doc_key.startswith("{") or doc_key[end + 1 : end + 2] != ":":
+        raise ValueError(f"{doc_key!r} is not a streamstore document key ({{<prefix>:<n>}}:<pk>)")
+    return f"{doc_key[: end + 1]}#events:{doc_key[end + 2 :]}"

@@ -28,21 +28,21 @@ from streamstore.errors import (
 from streamstore.executor import (
     get_document,
     get_document_and_seq,
-    read_events,
     run_plan,
     run_plans,
 )
 from streamstore.keys import InstanceKeys, KeySpace
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
+from streamstore.projections.upcasting import Upcaster, UpcasterChain
 from streamstore.schema import codec_for, model_json
+from streamstore.timeline import Timeline
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     import redis.asyncio as aioredis
 
-    from streamstore.events import Event
     from streamstore.operations import Op
     from streamstore.plan import Plan
 
@@ -63,7 +63,15 @@ class ModelMeta:
     key_prefix: str = ""
     #: Approximate length at which each feed partition is trimmed.
     feed_maxlen: int = 10_000
+    #: Write a ``snapshot`` event every this many events (0: never), so replay starts there.
+    snapshot_every: int = 0
+    #: Version of the model's schema, recorded in every event (``mv``) for upcasters.
+    schema_version: int = 1
+    #: Per old schema version, the upcaster(s) turning its events into the next version's.
+    upcasters: Mapping[int, Upcaster | Sequence[Upcaster]] = field(default_factory=dict)
     keys: KeySpace = field(default_factory=lambda: KeySpace("", 16))
+    #: `upcasters` checked and chained; None when there are none.
+    upcast: UpcasterChain | None = None
 
     _OPTIONS: ClassVar[tuple[str, ...]] = (
         "redis",
@@ -71,6 +79,9 @@ class ModelMeta:
         "partitions",
         "key_prefix",
         "feed_maxlen",
+        "snapshot_every",
+        "schema_version",
+        "upcasters",
     )
 
     @classmethod
@@ -91,16 +102,25 @@ class ModelMeta:
         ttl = options.get("ttl")
         if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
             raise ConfigurationError(f"{model.__name__}: Meta.ttl must be None or seconds >= 1")
-        return cls(**options, keys=KeySpace(prefix, partitions))
+        every = options.get("snapshot_every", 0)
+        if not isinstance(every, int) or every < 0:
+            raise ConfigurationError(f"{model.__name__}: Meta.snapshot_every must be an int >= 0")
+        chain = UpcasterChain(
+            options.get("schema_version", 1), options.get("upcasters", {}), model.__name__
+        )
+        upcast = None if chain.is_identity else chain
+        return cls(**options, keys=KeySpace(prefix, partitions), upcast=upcast)
 
 
-class BaseRedisModel(RedisEnabledModel):
+class BaseRedisModel(RedisEnabledModel, Timeline):
     """A pydantic model stored as a RedisJSON document, with every change an event in a stream.
 
     Every write (``save``, ``await model.field.set(...)``, list and dict operations, ``delete``)
     is validated locally, then applied to the document and appended to the instance's stream
     and its partition's change feed in one atomic step. Configure with an inner ``class Meta``:
-    ``redis`` (client, URL or settings), ``ttl``, ``partitions``, ``key_prefix``, ``feed_maxlen``.
+    ``redis`` (client, URL or settings), ``ttl``, ``partitions``, ``key_prefix``, ``feed_maxlen``,
+    ``snapshot_every``, ``schema_version`` and ``upcasters``. History, replay, time travel,
+    verification and compaction come from `streamstore.timeline.Timeline`.
     """
 
     __slots__ = ("_ss_keys", "_ss_persisted", "_ss_pk", "_ss_version")
@@ -216,10 +236,6 @@ class BaseRedisModel(RedisEnabledModel):
         object.__setattr__(self, "_ss_persisted", True)
         object.__setattr__(self, "_ss_version", seq)
         return self
-
-    async def history(self) -> list[Event]:
-        """Return every event of this instance's stream, oldest first."""
-        return await read_events(self._ss_client(), self.stream_key)
 
     def redis_dump(self) -> dict[str, Any]:
         """Return the document as stored in Redis: JSON types only (bytes as base64)."""
@@ -403,6 +419,8 @@ class BaseRedisModel(RedisEnabledModel):
             feed_maxlen=meta.feed_maxlen,
             expected_seq=expected_seq,
             create_json=model_json(self) if create else None,
+            model_version=meta.schema_version,
+            snapshot_every=meta.snapshot_every,
         )
 
     async def _ss_send(self, plans: Sequence[Plan]) -> list[Applied]:

@@ -16,10 +16,12 @@ from typing import Any
 from streamstore.errors import CorruptEventError, UnsafeKeyError
 
 __all__ = [
+    "JSON",
     "OPERATIONS",
     "FieldPath",
     "Op",
     "Operation",
+    "bracket_key",
     "delete",
     "dict_clear",
     "dict_del_item",
@@ -41,6 +43,7 @@ __all__ = [
     "parse_event_path",
     "save",
     "set_value",
+    "snapshot",
 ]
 
 #: A field's position in the document: model field names from the root, e.g. ("profile", "skills").
@@ -69,12 +72,17 @@ def json_path(path: FieldPath) -> str:
 
 
 def item_json_path(path: FieldPath, key: str) -> str:
-    """Return the RedisJSON path of ``key`` inside the dict at ``path``.
+    """Return the RedisJSON path of ``key`` inside the dict at ``path`` (see `bracket_key`)."""
+    return json_path(path) + bracket_key(key)
+
+
+def bracket_key(key: str) -> str:
+    """Return the RedisJSON path step that selects ``key`` of an object: ``['key']``.
 
     RedisJSON reads the text between the quotes literally, has no working escape sequence, and
     drops leading spaces; so the key is wrapped in whichever quote it does not contain, and a
-    key with a backslash, with both quotes, or starting with a space cannot be addressed: it is
-    refused before anything is written.
+    key with a backslash, with both quotes, or starting with a space cannot be addressed:
+    `UnsafeKeyError`, raised before anything is written.
     """
     if "\\" in key or ("'" in key and '"' in key) or key.startswith(" "):
         raise UnsafeKeyError(
@@ -82,7 +90,7 @@ def item_json_path(path: FieldPath, key: str) -> str:
             "(it contains a backslash or both quote characters, or starts with a space)"
         )
     quote = '"' if "'" in key else "'"
-    return f"{json_path(path)}[{quote}{key}{quote}]"
+    return f"[{quote}{key}{quote}]"
 
 
 def _key_json(key: str) -> str:
@@ -122,6 +130,15 @@ def duplicate(
     """
     seq = "null" if source_seq is None else str(source_seq)
     return Op("duplicated", (), (document_json, json.dumps(source_key), seq), readback)
+
+
+def snapshot() -> Op:
+    """Record the whole document as it is now (event ``snapshot``; changes nothing).
+
+    Replay can start at the newest snapshot instead of the first event, and compaction trims
+    the events before it. Its data is ``{"document": ...}``, exactly as RedisJSON stores it.
+    """
+    return Op("snapshot", ())
 
 
 def delete(*, if_exists: bool = False) -> Op:
@@ -272,7 +289,8 @@ class Operation:
     #: Replays the event: ``fold(document, path, data) -> document``. The document is None
     #: when the instance does not exist (before ``saved``, after ``deleted``).
     fold: Callable[[JSON, FieldPath, JSON], JSON]
-    #: Whether the event's ``path`` must be the root ``$`` (whole-document events).
+    #: Whether the event's ``path`` must be the root ``$`` (whole-document events). Replay can
+    #: start at such an event without the ones before it.
     whole_document: bool = False
 
 
@@ -284,7 +302,7 @@ def _fold_deleted(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG0
     return None
 
 
-def _fold_duplicated(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+def _fold_document(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
     return data["document"]
 
 
@@ -293,7 +311,8 @@ OPERATIONS: dict[str, Operation] = {
     for op in (
         Operation("saved", _fold_saved, whole_document=True),
         Operation("deleted", _fold_deleted, whole_document=True),
-        Operation("duplicated", _fold_duplicated, whole_document=True),
+        Operation("duplicated", _fold_document, whole_document=True),
+        Operation("snapshot", _fold_document, whole_document=True),
         Operation("set", _fold_set),
         Operation("number.incr", _fold_incr),
         Operation("list.append", _container_step(lambda c, d: c.append(d["value"]))),

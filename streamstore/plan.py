@@ -57,21 +57,27 @@ def build_plan(
     feed_maxlen: int = 10_000,
     expected_seq: int | None = None,
     create_json: str | None = None,
+    model_version: int = 1,
+    snapshot_every: int = 0,
 ) -> Plan:
     """Plan ``ops`` on the instance ``pk`` as one atomic script call.
 
     ``create_json`` is a whole document written (as a ``saved`` event) first, only if the
     instance has no document yet. ``expected_seq`` makes the call fail with a
-    `ConcurrencyError` unless the stream's last seq is exactly that.
+    `ConcurrencyError` unless the stream's last seq is exactly that. ``model_version`` is
+    recorded in every event (``mv``); ``snapshot_every`` (0: never) appends a ``snapshot``
+    event whenever the instance's seq passes a multiple of it.
     """
     args: list[str] = [
         pk,
         meta_json,
         EVENT_SCHEMA_VERSION,
+        str(model_version),
         str(ttl or 0),
         str(feed_maxlen),
         "" if expected_seq is None else str(expected_seq),
         create_json or "",
+        str(snapshot_every),
         str(len(ops)),
     ]
     for op in ops:

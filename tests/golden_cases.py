@@ -253,6 +253,7 @@ CASES: list[Case] = [
     ),
     Case("clear dict", lambda m: m.scores.aclear(), "dict.clear", "$.scores", {}, doc(scores={})),
     Case("delete", lambda m: m.delete(), "deleted", "$", {}, None),
+    Case("snapshot", lambda m: m.snapshot(), "snapshot", "$", {"document": BEFORE}, BEFORE),
     Case(
         "duplicate",
         lambda m: m.duplicate(),

@@ -67,13 +67,14 @@ async def test_stream_entry_fields_are_the_documented_flat_strings(redis_decoded
     await model.save()
     await model.tags.aappend("c")
     (_, fields) = (await redis_decoded.xrange(model.stream_key))[-1]
-    assert list(fields) == ["seq", "type", "path", "data", "ts", "meta", "v"]
+    assert list(fields) == ["seq", "type", "path", "data", "ts", "meta", "v", "mv"]
     assert fields["seq"] == "2"
     assert fields["type"] == "list.append"
     assert fields["path"] == "$.tags"
     assert json.loads(fields["data"]) == {"value": "c"}
     assert fields["meta"] == "{}"
     assert fields["v"] == "1"
+    assert fields["mv"] == "1"  # Meta.schema_version
     assert fields["ts"].isdigit()
 
 

@@ -38,7 +38,7 @@ class TestKeys:
         assert KeySpace("Other", 16).pk_from_doc_key(keys.doc) is None
 
     def test_field_layouts_are_the_documented_ones(self):
-        assert EVENT_FIELDS == ("seq", "type", "path", "data", "ts", "meta", "v")
+        assert EVENT_FIELDS == ("seq", "type", "path", "data", "ts", "meta", "v", "mv")
         assert ("pk", "id", *EVENT_FIELDS) == FEED_FIELDS
 
 
@@ -82,7 +82,9 @@ class TestScriptProtocol:
         keys = KeySpace("User", 1).for_pk("p")
         plan = build_plan(keys, "p", [list_append(("tags",), '"x"'), save("{}", readback=True)])
         assert plan.keys == (keys.doc, keys.stream, keys.feed, keys.undo)
-        assert plan.args[7:] == (
+        assert plan.args[:4] == ("p", "{}", "1", "1")  # pk, meta, layout v, model version
+        assert plan.args[8:] == (
+            "0",  # snapshot every (never)
             "2",
             "list.append", "$.tags", "$['tags']", "", "1", '"x"',
             "saved", "$", "$", "r", "1", "{}",
@@ -121,6 +123,12 @@ class TestDecodeEntry:
         )  # fmt: skip
         assert event.at.year == 2023
         assert event.field_path == ("a",)
+
+    def test_an_entry_from_before_model_versions_reads_as_version_1(self):
+        fields = {"seq": "1", "type": "saved", "path": "$", "data": "{}", "ts": "1", "meta": "{}",
+                  "v": "1"}  # fmt: skip
+        assert decode_entry("1-0", fields).model_version == 1
+        assert decode_entry("1-0", {**fields, "mv": "3"}).model_version == 3
 
     @pytest.mark.parametrize(
         ("change", "message"),

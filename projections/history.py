@@ -1,0 +1,114 @@
+"""History queries: which events of one instance stream a caller asked for, and reading them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from streamstore.errors import UsageError
+from streamstore.executor import iter_events
+from streamstore.operations import FieldPath
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from streamstore.events import Event
+
+__all__ = ["HistoryQuery", "epoch_ms", "iter_history", "read_history"]
+
+#: Upcasts an event to the current model schema; None drops it (see `upcasting`).
+Upcast = Callable[["Event"], "Event | None"]
+
+_PAGE = 1000
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Return an aware datetime as epoch milliseconds (the time part of stream ids)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UsageError(
+            f"{moment!r} has no timezone: pass an aware datetime, e.g. with tzinfo=UTC"
+        )
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """What `history()` filters on; every bound is inclusive, and all given bounds apply."""
+
+    #: Lowest and highest seq wanted.
+    start_seq: int | None = None
+    end_seq: int | None = None
+    #: Earliest and latest write time wanted (aware datetimes; millisecond precision).
+    since: datetime | None = None
+    until: datetime | None = None
+    #: Only events that touched this field (see `Event.touches`).
+    path: FieldPath | None = None
+    #: At most this many events (the first ones in the order asked for).
+    limit: int | None = None
+    #: Newest first.
+    reverse: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse bounds that cannot be meant (negative limits, naive datetimes)."""
+        if self.limit is not None and self.limit < 0:
+            raise UsageError(f"limit must be >= 0, not {self.limit}")
+        for moment in (self.since, self.until):
+            if moment is not None:
+                epoch_ms(moment)
+
+    def id_range(self) -> tuple[str, str]:
+        """Return the stream id range (XRANGE start, end) that the time bounds select."""
+        start = "-" if self.since is None else f"{epoch_ms(self.since)}-0"
+        end = "+" if self.until is None else str(epoch_ms(self.until))
+        return start, end
+
+    def wanted(self, event: Event) -> bool:
+        """Tell whether ``event`` passes the seq and path filters."""
+        if self.start_seq is not None and event.seq < self.start_seq:
+            return False
+        if self.end_seq is not None and event.seq > self.end_seq:
+            return False
+        return self.path is None or event.touches(self.path)
+
+    def past_the_end(self, event: Event) -> bool:
+        """Tell whether no event after ``event`` (in reading order) can pass the seq filter."""
+        if self.reverse:
+            return self.start_seq is not None and event.seq < self.start_seq
+        return self.end_seq is not None and event.seq > self.end_seq
+
+
+async def iter_history(
+    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcast | None = None
+) -> AsyncIterator[Event]:
+    """Yield the events of ``stream`` that ``query`` selects, in its order, a page at a time.
+
+    With ``upcast``, events are read as the current model schema sees them (before the path
+    filter, so a renamed field's old events match its new name); events it drops are skipped.
+    """
+    if query.limit == 0:
+        return
+    start, end = query.id_range()
+    page = min(_PAGE, query.limit) if query.limit and query.path is None else _PAGE
+    count = 0
+    async for events in iter_events(
+        client, stream, start=start, end=end, reverse=query.reverse, page=page
+    ):
+        for raw in events:
+            if query.past_the_end(raw):
+                return
+            event = raw if upcast is None else upcast(raw)
+            if event is None or not query.wanted(event):
+                continue
+            yield event
+            count += 1
+            if count == query.limit:
+                return
+
+
+async def read_history(
+    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcast | None = None
+) -> list[Event]:
+    """Return the events `iter_history` yields, as a list."""
+    return [event async for event in iter_history(client, stream, query, upcast)]

@@ -1,0 +1,429 @@
+"""Replay: documents rebuilt from streams, verified against them, read as of a point, compacted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from streamstore.errors import (
+    ConcurrencyError,
+    CorruptEventError,
+    DocumentNotFoundError,
+    HistoryTrimmedError,
+    StoredDataError,
+    UnsafeKeyError,
+)
+from streamstore.executor import (
+    Head,
+    iter_events,
+    put_document,
+    read_head,
+    read_heads,
+    scan_keys,
+    trim_before,
+)
+from streamstore.operations import JSON, OPERATIONS
+from streamstore.projections.diff import (
+    JsonPath,
+    differences,
+    pointer,
+    redisjson_path,
+    render_path,
+)
+from streamstore.projections.fold import fold
+from streamstore.projections.history import Upcast, epoch_ms
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from streamstore.events import Event
+    from streamstore.keys import InstanceKeys, KeySpace
+
+__all__ = ["Replayer", "Report", "Summary"]
+
+#: Events read per XRANGE page when walking a long stream.
+PAGE = 1000
+#: Newest events read together with each document in class-wide batches: enough for most
+#: instances (or their last snapshot) in one call; longer histories are paged on their own.
+BATCH_HEAD = 64
+#: How often `rebuild` re-reads and tries again when writers keep moving the stream.
+REBUILD_ATTEMPTS = 3
+
+NO_HISTORY = (
+    "no history: the document has no events (written by other means, or its stream was deleted)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What `verify` or `rebuild` found for one instance."""
+
+    key: str
+    pk: str
+    #: The last seq of the instance's stream (0: no events).
+    seq: int
+    #: How many events were folded (from the newest whole-document event on).
+    replayed: int
+    #: Where the stored document and the fold differ, e.g. ``("$.tags[2]",)``; ``$``: all of it.
+    differences: tuple[str, ...] = ()
+    #: Why the history could not be replayed at all (then the document was left alone).
+    problem: str | None = None
+    #: Whether `rebuild` wrote the document.
+    rewritten: bool = False
+
+    @property
+    def equal(self) -> bool:
+        """Tell whether the stored document is exactly what the stream folds to."""
+        return not self.differences and self.problem is None
+
+
+@dataclass(slots=True)
+class Summary:
+    """Totals of a class-wide `verify_all` / `rebuild_all`; ``reports`` keeps the unequal ones."""
+
+    instances: int = 0
+    equal: int = 0
+    rewritten: int = 0
+    events: int = 0
+    reports: list[Report] = dataclasses.field(default_factory=list)
+
+    def add(self, report: Report) -> None:
+        """Count one instance's report."""
+        self.instances += 1
+        self.events += report.replayed
+        self.rewritten += report.rewritten
+        if report.equal:
+            self.equal += 1
+        else:
+            self.reports.append(report)
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """An instance's stored document next to what its stream folds to."""
+
+    document: JSON
+    folded: JSON
+    seq: int
+    replayed: int
+    problem: str | None = None
+
+
+_ABSENT: Any = object()  # no document stored (None is a stored JSON null)
+
+
+class Replayer:
+    """The read side of one model class: its keys, its client and how to upcast its events."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: KeySpace,
+        upcast: Upcast | None = None,
+        *,
+        head: int = BATCH_HEAD,
+    ) -> None:
+        """Replay instances of the class whose keys are ``keys``, reading through ``client``."""
+        self.client = client
+        self.keys = keys
+        self.upcast = upcast
+        self.head = head
+
+    # --- one instance ------------------------------------------------------------------------
+
+    async def as_of(self, pk: str, *, seq: int | None = None, at: datetime | None = None) -> JSON:
+        """Return the document as it was after event ``seq``, or at time ``at`` (inclusive).
+
+        `DocumentNotFoundError` if the instance did not exist then, `HistoryTrimmedError` if
+        compaction removed the events needed.
+        """
+        if (seq is None) == (at is None):
+            raise TypeError("as_of() takes exactly one of seq= and at=")
+        stream = self.keys.for_pk(pk).stream
+        end = "+" if at is None else str(epoch_ms(at))
+        target = f"seq {seq}" if at is None else at.isoformat()
+        pages = iter_events(self.client, stream, end=end, reverse=True, page=PAGE)
+        events, oldest = await _collect_back(pages, stream, keep_to=seq)
+        if not events:
+            if oldest is not None and oldest > 1:
+                raise HistoryTrimmedError(
+                    f"{stream}: events before seq {oldest} were compacted; "
+                    f"the state at {target} cannot be replayed"
+                )
+            raise DocumentNotFoundError(f"{self.keys.for_pk(pk).doc} did not exist at {target}")
+        _check_start(events, stream, target)
+        document = self._fold(events)
+        if document is None:
+            raise DocumentNotFoundError(f"{self.keys.for_pk(pk).doc} did not exist at {target}")
+        return document
+
+    async def verify(self, pk: str) -> Report:
+        """Compare the stored document with the fold of its stream."""
+        keys = self.keys.for_pk(pk)
+        return self._report(keys, pk, await self._latest(keys))
+
+    async def rebuild(self, pk: str, *, dry_run: bool = False) -> Report:
+        """Rewrite the stored document from its stream if they differ (not with ``dry_run``).
+
+        The write happens only if no event was added since the read (else it reads again, up to
+        `REBUILD_ATTEMPTS` times, then `ConcurrencyError`). An instance without events is
+        reported and left alone: its document is not deleted.
+        """
+        keys = self.keys.for_pk(pk)
+        latest = await self._latest(keys)
+        for _ in range(REBUILD_ATTEMPTS):
+            report = self._report(keys, pk, latest)
+            if report.equal or report.problem or dry_run:
+                return report
+            try:
+                await self._write(keys, latest)
+            except ConcurrencyError:
+                latest = await self._latest(keys)
+                continue
+            return dataclasses.replace(report, rewritten=True)
+        raise ConcurrencyError(f"{keys.doc} kept changing while being rebuilt")
+
+    async def compact(self, pk: str) -> int:
+        """Delete the events before the newest ``snapshot`` event; return how many went."""
+        stream = self.keys.for_pk(pk).stream
+        async for page in iter_events(self.client, stream, reverse=True, page=PAGE):
+            for event in page:
+                if event.type == "snapshot":
+                    return await trim_before(self.client, stream, event.id)
+        return 0
+
+    # --- every instance of the class, in batches ---------------------------------------------
+
+    async def instances(self, batch: int = 100) -> AsyncIterator[list[str]]:
+        """Yield the pks of every instance, ``batch`` at a time, with bounded memory.
+
+        An instance is anything with a stream or a document under the class's keys. SCAN may
+        yield a pk twice if the keyspace is resized meanwhile.
+        """
+        found: list[str] = []
+        async for keys in scan_keys(self.client, self.keys.scan_pattern()):
+            documents = []
+            for key in keys:
+                pk = self.keys.pk_from_stream_key(key)
+                if pk is not None:
+                    found.append(pk)
+                elif (pk := self.keys.pk_from_doc_key(key)) is not None:
+                    documents.append(pk)
+            found += await self._without_stream(documents)
+            while len(found) >= batch:
+                yield found[:batch]
+                del found[:batch]
+        if found:
+            yield found
+
+    async def iter_verify(self, batch: int = 100) -> AsyncIterator[Report]:
+        """Yield a `verify` report for every instance; one round trip per batch, mostly."""
+        async for pks in self.instances(batch):
+            for pk, keys, head in await self._heads(pks):
+                yield self._report(keys, pk, await self._latest(keys, head))
+
+    async def iter_rebuild(
+        self, batch: int = 100, *, dry_run: bool = False
+    ) -> AsyncIterator[Report]:
+        """Yield a `rebuild` report for every instance (writing only those that differ)."""
+        async for pks in self.instances(batch):
+            for pk, keys, head in await self._heads(pks):
+                report = self._report(keys, pk, await self._latest(keys, head))
+                if report.equal or report.problem or dry_run:
+                    yield report
+                else:
+                    yield await self.rebuild(pk)
+
+    async def iter_events(
+        self, *, since: datetime | None = None, batch: int = 100
+    ) -> AsyncIterator[tuple[str, Event]]:
+        """Yield ``(pk, event)`` for every event of every instance, as stored (not upcast).
+
+        Instance by instance, each in seq order; ``since`` skips events written before it.
+        """
+        start = "-" if since is None else f"{epoch_ms(since)}-0"
+        async for pks in self.instances(batch):
+            for pk in pks:
+                stream = self.keys.for_pk(pk).stream
+                async for page in iter_events(self.client, stream, start=start, page=PAGE):
+                    for event in page:
+                        yield pk, event
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _without_stream(self, pks: list[str]) -> list[str]:
+        """Return those of ``pks`` whose document has no stream (seen only as documents)."""
+        if not pks:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pk in pks:
+                pipe.exists(self.keys.for_pk(pk).stream)
+            found = await pipe.execute()
+        return [pk for pk, exists in zip(pks, found, strict=True) if not exists]
+
+    async def _heads(self, pks: list[str]) -> list[tuple[str, InstanceKeys, Head]]:
+        keys = [self.keys.for_pk(pk) for pk in pks]
+        heads = await read_heads(self.client, [(k.doc, k.stream) for k in keys], self.head)
+        return list(zip(pks, keys, heads, strict=True))
+
+    async def _latest(self, keys: InstanceKeys, head: Head | None = None) -> _Latest:
+        """Read the stored document and fold its stream from the newest whole-document event.
+
+        Starts from ``head`` (the document and newest events, read together) when given; pages
+        further back only if the head holds no whole-document event.
+        """
+        count = PAGE if head is None else self.head
+        if head is None:
+            head = await read_head(self.client, keys.doc, keys.stream, count)
+        document = _ABSENT if head.document is None else json.loads(head.document)
+        if not head.events:
+            if document is _ABSENT:
+                raise DocumentNotFoundError(f"{keys.doc} does not exist and has no history")
+            return _Latest(document, _ABSENT, 0, 0, NO_HISTORY)
+        seq = head.events[0].seq
+        try:
+            events, _ = await _collect_back(
+                self._pages_after(keys.stream, head, count), keys.stream
+            )
+            _check_start(events, keys.stream, "its last event")
+            folded = self._fold(events)
+        except (StoredDataError, HistoryTrimmedError) as exc:
+            return _Latest(document, _ABSENT, seq, 0, str(exc))
+        return _Latest(document, _ABSENT if folded is None else folded, seq, len(events))
+
+    async def _pages_after(self, stream: str, head: Head, count: int) -> AsyncIterator[list[Event]]:
+        """Yield the head's events, then older pages if the head was full."""
+        yield head.events
+        if len(head.events) == count:
+            end = f"({head.events[-1].id}"
+            async for page in iter_events(self.client, stream, end=end, reverse=True, page=PAGE):
+                yield page
+
+    def _fold(self, events: list[Event]) -> JSON:
+        if self.upcast is not None:
+            upcast = self.upcast
+            return fold((e for e in map(upcast, events) if e is not None), copy_data=False)
+        return fold(events, copy_data=False)
+
+    def _report(self, keys: InstanceKeys, pk: str, latest: _Latest) -> Report:
+        found = [render_path(path) for path in _differences(latest.document, latest.folded)]
+        return Report(
+            key=keys.doc,
+            pk=pk,
+            seq=latest.seq,
+            replayed=latest.replayed,
+            differences=tuple(found),
+            problem=latest.problem,
+        )
+
+    async def _write(self, keys: InstanceKeys, latest: _Latest) -> None:
+        """Store the fold as the document, exactly.
+
+        RedisJSON's number parser lands some doubles one unit in the last place away from the
+        text it reads (about 10% of arbitrary doubles; everyday decimals are exact). Each float
+        that comes back different is written again as the text of a neighbouring double, which
+        the parser then lands on the intended value.
+        """
+        seq = latest.seq
+        if latest.folded is _ABSENT:
+            await put_document(
+                self.client, keys.doc, keys.stream, expected_seq=seq, path="$", value=""
+            )
+            return
+        wanted = latest.folded
+        stored = await put_document(
+            self.client, keys.doc, keys.stream, expected_seq=seq, path="$", value=json.dumps(wanted)
+        )
+        for path in list(differences(json.loads(stored or "[null]")[0], wanted)):
+            value = pointer(wanted, path)
+            if not isinstance(value, float):
+                raise StoredDataError(
+                    f"{keys.doc}: RedisJSON stored {render_path(path)} differently"
+                )
+            await self._put_float(keys, seq, path, value)
+
+    async def _put_float(self, keys: InstanceKeys, seq: int, path: JsonPath, wanted: float) -> None:
+        try:
+            target = redisjson_path(path)
+        except UnsafeKeyError as exc:
+            raise StoredDataError(
+                f"{keys.doc}: cannot rewrite {render_path(path)}: {exc}"
+            ) from None
+        for candidate in _neighbours(wanted):
+            stored = await put_document(
+                self.client,
+                keys.doc,
+                keys.stream,
+                expected_seq=seq,
+                path=target,
+                value=repr(candidate),
+            )
+            found = json.loads(stored or "[]")
+            if found and isinstance(found[0], float) and found[0] == wanted:
+                return
+        raise StoredDataError(
+            f"{keys.doc}: RedisJSON cannot store {wanted!r} at {render_path(path)}"
+        )
+
+
+def _differences(document: JSON, folded: JSON) -> Iterator[Any]:
+    if document is _ABSENT or folded is _ABSENT:
+        if document is not folded:
+            yield ()
+        return
+    yield from differences(document, folded)
+
+
+def _neighbours(value: float, reach: int = 3) -> Iterator[float]:
+    """Yield the doubles next to ``value``, nearest first, on both sides."""
+    up = down = value
+    for _ in range(reach):
+        up, down = math.nextafter(up, math.inf), math.nextafter(down, -math.inf)
+        yield up
+        yield down
+
+
+async def _collect_back(
+    pages: AsyncIterator[list[Event]], stream: str, *, keep_to: int | None = None
+) -> tuple[list[Event], int | None]:
+    """Walk a stream newest first, gathering events back to the newest whole-document one.
+
+    ``keep_to`` skips events with a higher seq. Returns the events oldest first and the seq of
+    the oldest event seen (None: none). Raises `CorruptEventError` on a gap in seq.
+    """
+    events: list[Event] = []
+    expected: int | None = None
+    async for page in pages:
+        for event in page:
+            if expected is not None and event.seq != expected:
+                raise CorruptEventError(
+                    f"{stream}: seq {event.seq} follows {expected + 1} (a gap in the history, "
+                    "or compaction ran while it was read)"
+                )
+            expected = event.seq - 1
+            if keep_to is not None and event.seq > keep_to:
+                continue
+            events.append(event)
+            if OPERATIONS[event.type].whole_document:
+                events.reverse()
+                return events, event.seq
+    events.reverse()
+    return events, None if expected is None else expected + 1
+
+
+def _check_start(events: list[Event], stream: str, target: str) -> None:
+    """Refuse to fold events that do not start at a whole-document event."""
+    first = events[0]
+    if OPERATIONS[first.type].whole_document:
+        return
+    if first.seq > 1:
+        raise HistoryTrimmedError(
+            f"{stream}: events before seq {first.seq} were removed and no snapshot follows; "
+            f"the state at {target} cannot be replayed"
+        )
+    raise CorruptEventError(f"{stream}: the history starts with {first.type}, not a saved event")

@@ -1,0 +1,188 @@
+"""A model's history API: history, time travel, verify, rebuild, snapshots and compaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from streamstore import operations as ops
+from streamstore.errors import CorruptDocumentError, UsageError
+from streamstore.projections.history import HistoryQuery, read_history
+from streamstore.projections.replay import Replayer, Report, Summary
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import redis.asyncio as aioredis
+
+    from streamstore.events import Event
+    from streamstore.model import ModelMeta
+    from streamstore.operations import FieldPath, Op
+    from streamstore.plan import Applied
+
+__all__ = ["Timeline"]
+
+
+def field_path(path: str | Sequence[str]) -> FieldPath:
+    """Read a field path given as ``"profile.skills"``, ``"$.profile.skills"`` or a tuple."""
+    if isinstance(path, str):
+        if path in ("", "$"):
+            return ()
+        parts = tuple(path.removeprefix("$.").split("."))
+    else:
+        parts = tuple(path)
+    if not all(isinstance(part, str) and part for part in parts):
+        raise UsageError(f"bad field path {path!r} (use 'name' or 'profile.skills')")
+    return parts
+
+
+class Timeline:
+    """What `BaseRedisModel` offers on its instances' histories (a mixin; see the docs).
+
+    Reads go through the model's upcasters, so events written under an older schema come back
+    as the current model sees them; ``history(raw=True)`` and `all_events` give them as stored.
+    """
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # what BaseRedisModel provides
+        __ss_meta__: ClassVar[ModelMeta]
+
+        @property
+        def pk(self) -> str: ...  # noqa: D102 (stubs of what BaseRedisModel defines)
+        @property
+        def stream_key(self) -> str: ...  # noqa: D102
+        @classmethod
+        def _ss_client(cls) -> aioredis.Redis: ...
+        @classmethod
+        def model_validate(cls, obj: Any) -> Self: ...  # noqa: D102
+        async def _ss_apply(self, batch: Sequence[Op], *, create: bool = True) -> Applied: ...
+        def _ss_only_top_level(self, action: str) -> None: ...
+
+    @classmethod
+    def replayer(cls) -> Replayer:
+        """Return the class's `Replayer` (the read side the methods below use), for this loop."""
+        meta = cls.__ss_meta__
+        return Replayer(cls._ss_client(), meta.keys, meta.upcast)
+
+    # --- one instance ------------------------------------------------------------------------
+
+    async def history(
+        self,
+        *,
+        start_seq: int | None = None,
+        end_seq: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        path: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+        raw: bool = False,
+    ) -> list[Event]:
+        """Return this instance's events, oldest first (newest first with ``reverse``).
+
+        Every filter is inclusive and they combine: a seq range, a time range (aware
+        datetimes), a field ``path`` (``"profile.skills"``: only events that touched that
+        field, its parents or its children; ``await model.tags.history()`` is the short form),
+        and a ``limit``. ``raw=True`` skips upcasting: events exactly as stored.
+        """
+        query = HistoryQuery(
+            start_seq=start_seq,
+            end_seq=end_seq,
+            since=since,
+            until=until,
+            path=None if path is None else field_path(path),
+            limit=limit,
+            reverse=reverse,
+        )
+        upcast = None if raw else type(self).__ss_meta__.upcast
+        return await read_history(self._ss_client(), self.stream_key, query, upcast)
+
+    @classmethod
+    async def as_of(cls, pk: str, *, seq: int | None = None, at: datetime | None = None) -> Self:
+        """Return the instance ``pk`` exactly as it was after event ``seq``, or at time ``at``.
+
+        Built by folding the stream (from the newest snapshot before that point), so a deleted
+        instance can be read as of before its deletion. `DocumentNotFoundError` (a KeyError)
+        if it did not exist then; `HistoryTrimmedError` if compaction removed what that needs.
+        """
+        document = await cls.replayer().as_of(pk, seq=seq, at=at)
+        try:
+            model = cls.model_validate(document)
+        except ValueError as exc:
+            raise CorruptDocumentError(
+                f"{cls.__name__} {pk} as of {seq if at is None else at} does not validate: {exc}"
+            ) from exc
+        model.pk = pk  # type: ignore[misc]  # (the setter is BaseRedisModel's)
+        object.__setattr__(model, "_ss_persisted", True)
+        return model
+
+    @classmethod
+    async def verify(cls, pk: str) -> Report:
+        """Compare the stored document of ``pk`` with the fold of its stream.
+
+        `Report.equal` tells whether they match, `Report.differences` where they do not.
+        """
+        return await cls.replayer().verify(pk)
+
+    @classmethod
+    async def rebuild(cls, pk: str, *, dry_run: bool = False) -> Report:
+        """Rewrite the document of ``pk`` from its stream where they differ; no events written.
+
+        With ``dry_run`` only report. An instance without events is reported, never deleted.
+        """
+        return await cls.replayer().rebuild(pk, dry_run=dry_run)
+
+    async def snapshot(self) -> None:
+        """Write a ``snapshot`` event now (``Meta.snapshot_every`` writes them automatically)."""
+        self._ss_only_top_level("snapshot")
+        await self._ss_apply([ops.snapshot()], create=False)
+
+    async def compact(self) -> int:
+        """Delete this instance's events before its newest snapshot; return how many went.
+
+        Replay, verify, rebuild and ``as_of`` from the snapshot on keep working; ``as_of`` a
+        point before it raises `HistoryTrimmedError`. No snapshot: nothing is deleted.
+        """
+        self._ss_only_top_level("compact")
+        return await type(self).replayer().compact(self.pk)
+
+    # --- every instance ----------------------------------------------------------------------
+
+    @classmethod
+    async def verify_all(cls, *, batch: int = 100) -> Summary:
+        """Verify every instance of the class, ``batch`` per round trip, in bounded memory.
+
+        The summary counts all of them and keeps the reports of those that differ.
+        """
+        summary = Summary()
+        async for report in cls.replayer().iter_verify(batch):
+            summary.add(report)
+        return summary
+
+    @classmethod
+    async def rebuild_all(cls, *, batch: int = 100, dry_run: bool = False) -> Summary:
+        """Rebuild every instance of the class whose document differs from its stream."""
+        summary = Summary()
+        async for report in cls.replayer().iter_rebuild(batch, dry_run=dry_run):
+            summary.add(report)
+        return summary
+
+    @classmethod
+    async def compact_all(cls, *, batch: int = 100) -> int:
+        """Compact every instance of the class; return how many events were deleted."""
+        replayer = cls.replayer()
+        removed = 0
+        async for pks in replayer.instances(batch):
+            for pk in pks:
+                removed += await replayer.compact(pk)
+        return removed
+
+    @classmethod
+    def all_events(cls, *, since: datetime | None = None) -> AsyncIterator[tuple[str, Event]]:
+        """Iterate ``(pk, event)`` over every event of every instance, as stored.
+
+        Instance after instance, each in seq order (the audit log; no order across instances).
+        """
+        return cls.replayer().iter_events(since=since)
