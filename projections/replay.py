@@ -20,6 +20,7 @@ from streamstore.errors import (
 )
 from streamstore.executor import (
     Head,
+    first_event,
     iter_events,
     put_document,
     read_head,
@@ -142,6 +143,13 @@ class Replayer:
         `DocumentNotFoundError` if the instance did not exist then, `HistoryTrimmedError` if
         compaction removed the events needed.
         """
+        document, _ = await self.state_at(pk, seq=seq, at=at)
+        return document
+
+    async def state_at(
+        self, pk: str, *, seq: int | None = None, at: datetime | None = None
+    ) -> tuple[JSON, int]:
+        """Return `as_of`'s document and the seq of the last event it folded."""
         if (seq is None) == (at is None):
             raise TypeError("as_of() takes exactly one of seq= and at=")
         stream = self.keys.for_pk(pk).stream
@@ -150,6 +158,9 @@ class Replayer:
         pages = iter_events(self.client, stream, end=end, reverse=True, page=PAGE)
         events, oldest = await _collect_back(pages, stream, keep_to=seq)
         if not events:
+            if oldest is None:  # nothing up to `at`: is the history there trimmed?
+                first = await first_event(self.client, stream)
+                oldest = None if first is None else first.seq
             if oldest is not None and oldest > 1:
                 raise HistoryTrimmedError(
                     f"{stream}: events before seq {oldest} were compacted; "
@@ -160,7 +171,7 @@ class Replayer:
         document = self._fold(events)
         if document is None:
             raise DocumentNotFoundError(f"{self.keys.for_pk(pk).doc} did not exist at {target}")
-        return document
+        return document, events[-1].seq
 
     async def verify(self, pk: str) -> Report:
         """Compare the stored document with the fold of its stream."""
@@ -326,8 +337,8 @@ class Replayer:
 
         RedisJSON's number parser lands some doubles one unit in the last place away from the
         text it reads (about 10% of arbitrary doubles; everyday decimals are exact). Each float
-        that comes back different is written again as the text of a neighbouring double, which
-        the parser then lands on the intended value.
+        that comes back different is written again in other texts (see `_float_texts`) until
+        the parser lands on the intended value.
         """
         seq = latest.seq
         if latest.folded is _ABSENT:
@@ -354,14 +365,14 @@ class Replayer:
             raise StoredDataError(
                 f"{keys.doc}: cannot rewrite {render_path(path)}: {exc}"
             ) from None
-        for candidate in _neighbours(wanted):
+        for candidate in _float_texts(wanted):
             stored = await put_document(
                 self.client,
                 keys.doc,
                 keys.stream,
                 expected_seq=seq,
                 path=target,
-                value=repr(candidate),
+                value=candidate,
             )
             found = json.loads(stored or "[]")
             if found and isinstance(found[0], float) and found[0] == wanted:
@@ -379,13 +390,20 @@ def _differences(document: JSON, folded: JSON) -> Iterator[Any]:
     yield from differences(document, folded)
 
 
-def _neighbours(value: float, reach: int = 3) -> Iterator[float]:
-    """Yield the doubles next to ``value``, nearest first, on both sides."""
+def _float_texts(value: float, reach: int = 3) -> Iterator[str]:
+    """Yield texts to try for storing ``value`` exactly in RedisJSON, likeliest first.
+
+    Its parser takes a long form (``%.20e``) exactly more often than the shortest one; where
+    neither lands on ``value``, the text of a neighbouring double does (measured on random
+    doubles: at most four tries).
+    """
+    yield f"{value:.20e}"
     up = down = value
     for _ in range(reach):
         up, down = math.nextafter(up, math.inf), math.nextafter(down, -math.inf)
-        yield up
-        yield down
+        for near in (up, down):
+            yield repr(near)
+            yield f"{near:.20e}"
 
 
 async def _collect_back(

@@ -282,11 +282,13 @@ local function apply(KEYS, ARGV)
 
   if existed then redis.call('DEL', UNDO) end
 
-  -- Every SNAPSHOT_EVERY events, a snapshot of the document follows the batch's events, so
-  -- replay can start there (and compaction can trim what lies before it).
-  local after = seq + #events
+  -- After every SNAPSHOT_EVERY events, a snapshot of the document follows, so replay can
+  -- start there (and compaction can trim what lies before it). Snapshots take the seqs that
+  -- are multiples of SNAPSHOT_EVERY + 1; a batch is never split, so one that crosses such a
+  -- seq gets its snapshot right after it.
+  local period = SNAPSHOT_EVERY + 1
   if SNAPSHOT_EVERY > 0 and exists and #events > 0
-      and math.floor(after / SNAPSHOT_EVERY) > math.floor(seq / SNAPSHOT_EVERY) then
+      and math.floor((seq + #events + 1) / period) > math.floor((seq + 1) / period) then
     events[#events + 1] = { 'snapshot', '$', H['snapshot']() }
   end
 

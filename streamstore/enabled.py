@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import copy
 import types
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,6 +25,7 @@ from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.schema import JSON_CONFIG, container_codecs, field_codec
 
 if TYPE_CHECKING:
+    from streamstore.events import Event
     from streamstore.operations import FieldPath
     from streamstore.schema import Codec, ContainerCodecs
 
@@ -131,6 +142,20 @@ class RedisEnabledModel(BaseModel):
             self._ss_store(
                 name, codec.load_json(stored) if codec.may_hold_floats and stored else valid
             )
+
+    async def history(self, **filters: Any) -> list[Event]:
+        """Return the events that touched this nested model: on it, inside it, or on a parent.
+
+        Takes the filters of the top-level model's ``history()`` (a `Timeline` method).
+        """
+        parent = self._ss_parent_or_none()
+        if parent is None:
+            raise UsageError(
+                f"this {type(self).__name__} is not inside a BaseRedisModel: reach it through "
+                "the model's attribute (e.g. user.profile) to read its history"
+            )
+        root, path = parent._ss_locate(self._ss_field)
+        return cast("list[Event]", await root.history(path=path, **filters))
 
     async def duplicate(self) -> Any:
         """Copy a top-level model to a new pk (see `BaseRedisModel.duplicate`)."""

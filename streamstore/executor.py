@@ -29,6 +29,7 @@ from streamstore.plan import (
 
 __all__ = [
     "Head",
+    "first_event",
     "get_document",
     "get_document_and_seq",
     "get_path",
@@ -341,3 +342,10 @@ async def scan_keys(
 async def trim_before(client: aioredis.Redis, stream: str, first_kept_id: str) -> int:
     """Delete the entries of ``stream`` older than ``first_kept_id``; return how many."""
     return int(await client.xtrim(stream, minid=first_kept_id, approximate=False))
+
+
+async def first_event(client: aioredis.Redis, stream: str) -> Event | None:
+    """Return the oldest event kept in ``stream``, or None when it has none."""
+    async for page in iter_events(client, stream, page=1):
+        return page[0]
+    return None

@@ -112,7 +112,7 @@ class ModelMeta:
         return cls(**options, keys=KeySpace(prefix, partitions), upcast=upcast)
 
 
-class BaseRedisModel(RedisEnabledModel, Timeline):
+class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
     """A pydantic model stored as a RedisJSON document, with every change an event in a stream.
 
     Every write (``save``, ``await model.field.set(...)``, list and dict operations, ``delete``)
@@ -121,6 +121,9 @@ class BaseRedisModel(RedisEnabledModel, Timeline):
     ``redis`` (client, URL or settings), ``ttl``, ``partitions``, ``key_prefix``, ``feed_maxlen``,
     ``snapshot_every``, ``schema_version`` and ``upcasters``. History, replay, time travel,
     verification and compaction come from `streamstore.timeline.Timeline`.
+
+    (*) ``history()`` of nested models (`RedisEnabledModel`) takes the same filters as
+    `Timeline.history` minus ``path``, passed on as keywords; mypy sees two signatures.
     """
 
     __slots__ = ("_ss_keys", "_ss_persisted", "_ss_pk", "_ss_version")
@@ -209,10 +212,21 @@ class BaseRedisModel(RedisEnabledModel, Timeline):
         raw = await get_document(cls._ss_client(), key)
         if raw is None:
             raise DocumentNotFoundError(f"{key} does not exist")
+        return cls._ss_loaded(raw, pk, key)
+
+    @classmethod
+    def _ss_loaded(cls, document: str | bytes, pk: str, where: str) -> Self:
+        """Validate a document's JSON text (stored or replayed) as the stored instance ``pk``.
+
+        JSON mode matters: bytes are base64 text in documents. `CorruptDocumentError` names
+        ``where`` the document came from.
+        """
         try:
-            model = cls.model_validate_json(raw)
+            model = cls.model_validate_json(document)
         except ValueError as exc:
-            raise CorruptDocumentError(f"{key} does not validate as {cls.__name__}: {exc}") from exc
+            raise CorruptDocumentError(
+                f"{where} does not validate as {cls.__name__}: {exc}"
+            ) from exc
         object.__setattr__(model, "_ss_pk", pk)
         object.__setattr__(model, "_ss_persisted", True)
         return model

@@ -66,7 +66,7 @@ def build_plan(
     instance has no document yet. ``expected_seq`` makes the call fail with a
     `ConcurrencyError` unless the stream's last seq is exactly that. ``model_version`` is
     recorded in every event (``mv``); ``snapshot_every`` (0: never) appends a ``snapshot``
-    event whenever the instance's seq passes a multiple of it.
+    event after every that many events.
     """
     args: list[str] = [
         pk,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from streamstore import operations as ops
-from streamstore.errors import CorruptDocumentError, UsageError
+from streamstore.errors import UsageError
 from streamstore.projections.history import HistoryQuery, read_history
 from streamstore.projections.replay import Replayer, Report, Summary
 
@@ -56,7 +57,9 @@ class Timeline:
         @classmethod
         def _ss_client(cls) -> aioredis.Redis: ...
         @classmethod
-        def model_validate(cls, obj: Any) -> Self: ...  # noqa: D102
+        def key_for(cls, pk: str) -> str: ...  # noqa: D102
+        @classmethod
+        def _ss_loaded(cls, document: str | bytes, pk: str, where: str) -> Self: ...
         async def _ss_apply(self, batch: Sequence[Op], *, create: bool = True) -> Applied: ...
         def _ss_only_top_level(self, action: str) -> None: ...
 
@@ -107,15 +110,10 @@ class Timeline:
         instance can be read as of before its deletion. `DocumentNotFoundError` (a KeyError)
         if it did not exist then; `HistoryTrimmedError` if compaction removed what that needs.
         """
-        document = await cls.replayer().as_of(pk, seq=seq, at=at)
-        try:
-            model = cls.model_validate(document)
-        except ValueError as exc:
-            raise CorruptDocumentError(
-                f"{cls.__name__} {pk} as of {seq if at is None else at} does not validate: {exc}"
-            ) from exc
-        model.pk = pk  # type: ignore[misc]  # (the setter is BaseRedisModel's)
-        object.__setattr__(model, "_ss_persisted", True)
+        document, last = await cls.replayer().state_at(pk, seq=seq, at=at)
+        where = f"{cls.key_for(pk)} as of {f'seq {seq}' if at is None else at.isoformat()}"
+        model = cls._ss_loaded(json.dumps(document), pk, where)
+        object.__setattr__(model, "_ss_version", last)  # the version it reflects
         return model
 
     @classmethod
