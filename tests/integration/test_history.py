@@ -122,9 +122,12 @@ async def test_concurrent_tasks_each_keep_their_own_event_context(redis):
 
 async def test_every_committed_event_is_logged_with_model_key_seq_and_type(redis):
     person = Person()
-    with structlog.testing.capture_logs() as logs:
-        await person.save()
-        await person.tags.aextend(["a", "b"])
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await person.save()
+            await person.tags.aextend(["a", "b"])
+    finally:
+        structlog.reset_defaults()  # capture_logs leaves structlog marked as configured
     committed = [log for log in logs if log["event"] == "event.committed"]
     assert [(log["seq"], log["type"]) for log in committed] == [(1, "saved"), (2, "list.extend")]
     assert all(log["model"] == "Person" and log["key"] == person.key for log in committed)
