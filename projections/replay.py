@@ -234,21 +234,31 @@ class Replayer:
 
     async def iter_verify(self, batch: int = 100) -> AsyncIterator[Report]:
         """Yield a `verify` report for every instance; one round trip per batch, mostly."""
-        async for pks in self.instances(batch):
-            for pk, keys, head in await self._heads(pks):
-                yield self._report(keys, pk, await self._latest(keys, head))
+        async for report in self._walk(batch):
+            yield report
 
     async def iter_rebuild(
         self, batch: int = 100, *, dry_run: bool = False
     ) -> AsyncIterator[Report]:
         """Yield a `rebuild` report for every instance (writing only those that differ)."""
+        async for report in self._walk(batch):
+            if report.equal or report.problem or dry_run:
+                yield report
+            else:
+                yield await self.rebuild(report.pk)
+
+    async def _walk(self, batch: int) -> AsyncIterator[Report]:
+        """Verify every instance, a batch of heads per round trip.
+
+        An instance gone between the scan and the read (expired, deleted by hand) is skipped.
+        """
         async for pks in self.instances(batch):
             for pk, keys, head in await self._heads(pks):
-                report = self._report(keys, pk, await self._latest(keys, head))
-                if report.equal or report.problem or dry_run:
-                    yield report
-                else:
-                    yield await self.rebuild(pk)
+                try:
+                    latest = await self._latest(keys, head)
+                except DocumentNotFoundError:
+                    continue
+                yield self._report(keys, pk, latest)
 
     async def iter_events(
         self, *, since: datetime | None = None, batch: int = 100

@@ -255,6 +255,17 @@ class TestEveryInstance:
         assert [len(b) for b in batches] == [10, 10, 5]
         assert len({pk for b in batches for pk in b}) == 25
 
+    async def test_an_instance_gone_between_scan_and_read_is_skipped(self, redis, monkeypatch):
+        kept = Item()
+        await kept.save()
+        replayer = Item.replayer()
+
+        async def scanned(batch: int = 100):
+            yield [kept.pk, "expired-meanwhile"]
+
+        monkeypatch.setattr(replayer, "instances", scanned)
+        assert [r.pk async for r in replayer.iter_verify()] == [kept.pk]
+
     async def test_other_classes_are_not_counted(self, redis):
         class Items(BaseRedisModel):  # a prefix that starts like "Item"
             n: int = 0
