@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -16,12 +16,25 @@ if TYPE_CHECKING:
 
     from streamstore.events import Event
 
-__all__ = ["HistoryQuery", "epoch_ms", "iter_history", "read_history"]
+__all__ = ["HistoryQuery", "epoch_ms", "field_path", "iter_history", "read_history"]
 
 #: Upcasts an event to the current model schema; None drops it (see `upcasting`).
 Upcast = Callable[["Event"], "Event | None"]
 
 _PAGE = 1000
+
+
+def field_path(path: str | Sequence[str]) -> FieldPath:
+    """Read a field path given as ``"profile.skills"``, ``"$.profile.skills"`` or a tuple."""
+    if isinstance(path, str):
+        if path in ("", "$"):
+            return ()
+        parts = tuple(path.removeprefix("$.").split("."))
+    else:
+        parts = tuple(path)
+    if not all(isinstance(part, str) and part for part in parts):
+        raise UsageError(f"bad field path {path!r} (use 'name' or 'profile.skills')")
+    return parts
 
 
 def epoch_ms(moment: datetime) -> int:

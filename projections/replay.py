@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from streamstore.events import Event
     from streamstore.keys import InstanceKeys, KeySpace
 
-__all__ = ["Replayer", "Report", "Summary"]
+__all__ = ["Replayer", "Report", "Summary", "replay_at"]
 
 #: Events read per XRANGE page when walking a long stream.
 PAGE = 1000
@@ -150,28 +150,9 @@ class Replayer:
         self, pk: str, *, seq: int | None = None, at: datetime | None = None
     ) -> tuple[JSON, int]:
         """Return `as_of`'s document and the seq of the last event it folded."""
-        if (seq is None) == (at is None):
-            raise TypeError("as_of() takes exactly one of seq= and at=")
-        stream = self.keys.for_pk(pk).stream
-        end = "+" if at is None else str(epoch_ms(at))
-        target = f"seq {seq}" if at is None else at.isoformat()
-        pages = iter_events(self.client, stream, end=end, reverse=True, page=PAGE)
-        events, oldest = await _collect_back(pages, stream, keep_to=seq)
-        if not events:
-            if oldest is None:  # nothing up to `at`: is the history there trimmed?
-                first = await first_event(self.client, stream)
-                oldest = None if first is None else first.seq
-            if oldest is not None and oldest > 1:
-                raise HistoryTrimmedError(
-                    f"{stream}: events before seq {oldest} were compacted; "
-                    f"the state at {target} cannot be replayed"
-                )
-            raise DocumentNotFoundError(f"{self.keys.for_pk(pk).doc} did not exist at {target}")
-        _check_start(events, stream, target)
-        document = self._fold(events)
-        if document is None:
-            raise DocumentNotFoundError(f"{self.keys.for_pk(pk).doc} did not exist at {target}")
-        return document, events[-1].seq
+        return await replay_at(
+            self.client, self.keys.for_pk(pk), seq=seq, at=at, upcast=self.upcast
+        )
 
     async def verify(self, pk: str) -> Report:
         """Compare the stored document with the fold of its stream."""
@@ -244,8 +225,12 @@ class Replayer:
         async for report in self._walk(batch):
             if report.equal or report.problem or dry_run:
                 yield report
-            else:
-                yield await self.rebuild(report.pk)
+                continue
+            try:
+                rebuilt = await self.rebuild(report.pk)
+            except ConcurrencyError as exc:  # one busy instance must not stop the walk
+                rebuilt = dataclasses.replace(report, problem=str(exc))
+            yield rebuilt
 
     async def _walk(self, batch: int) -> AsyncIterator[Report]:
         """Verify every instance, a batch of heads per round trip.
@@ -312,7 +297,7 @@ class Replayer:
                 self._pages_after(keys.stream, head, count), keys.stream
             )
             _check_start(events, keys.stream, "its last event")
-            folded = self._fold(events)
+            folded = _fold(events, self.upcast)
         except (StoredDataError, HistoryTrimmedError) as exc:
             return _Latest(document, _ABSENT, seq, 0, str(exc))
         return _Latest(document, _ABSENT if folded is None else folded, seq, len(events))
@@ -324,12 +309,6 @@ class Replayer:
             end = f"({head.events[-1].id}"
             async for page in iter_events(self.client, stream, end=end, reverse=True, page=PAGE):
                 yield page
-
-    def _fold(self, events: list[Event]) -> JSON:
-        if self.upcast is not None:
-            upcast = self.upcast
-            return fold((e for e in map(upcast, events) if e is not None), copy_data=False)
-        return fold(events, copy_data=False)
 
     def _report(self, keys: InstanceKeys, pk: str, latest: _Latest) -> Report:
         found = [render_path(path) for path in _differences(latest.document, latest.folded)]
@@ -390,6 +369,49 @@ class Replayer:
         raise StoredDataError(
             f"{keys.doc}: RedisJSON cannot store {wanted!r} at {render_path(path)}"
         )
+
+
+async def replay_at(
+    client: aioredis.Redis,
+    keys: InstanceKeys,
+    *,
+    seq: int | None = None,
+    at: datetime | None = None,
+    upcast: Upcast | None = None,
+) -> tuple[JSON, int]:
+    """Fold one instance's stream up to event ``seq`` or time ``at``; also return the last seq.
+
+    Needs only the instance's keys (`streamstore.keys.instance_keys_of` makes them from a
+    document key), not its model class. See `Replayer.as_of` for the errors.
+    """
+    if (seq is None) == (at is None):
+        raise TypeError("as_of() takes exactly one of seq= and at=")
+    end = "+" if at is None else str(epoch_ms(at))
+    target = f"seq {seq}" if at is None else at.isoformat()
+    pages = iter_events(client, keys.stream, end=end, reverse=True, page=PAGE)
+    events, oldest = await _collect_back(pages, keys.stream, keep_to=seq)
+    if not events:
+        if oldest is None:  # nothing up to `at`: is the history there trimmed?
+            first = await first_event(client, keys.stream)
+            oldest = None if first is None else first.seq
+        if oldest is not None and oldest > 1:
+            raise HistoryTrimmedError(
+                f"{keys.stream}: events before seq {oldest} were compacted; "
+                f"the state at {target} cannot be replayed"
+            )
+        raise DocumentNotFoundError(f"{keys.doc} did not exist at {target}")
+    _check_start(events, keys.stream, target)
+    document = _fold(events, upcast)
+    if document is None:
+        raise DocumentNotFoundError(f"{keys.doc} did not exist at {target}")
+    return document, events[-1].seq
+
+
+def _fold(events: list[Event], upcast: Upcast | None) -> JSON:
+    """Fold events read just now (the document may take over their data), upcast first."""
+    if upcast is not None:
+        return fold((e for e in map(upcast, events) if e is not None), copy_data=False)
+    return fold(events, copy_data=False)
 
 
 def _differences(document: JSON, folded: JSON) -> Iterator[Any]:

@@ -8,12 +8,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
 from streamstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "ClientSource", "RedisSettings", "resolve_client"]
+__all__ = ["DEFAULT_URL", "ClientSource", "RedisSettings", "redacted", "resolve_client"]
 
 #: Where the default connection goes when ``REDIS_URL`` is not set.
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -43,7 +44,17 @@ class RedisSettings:
         try:
             return aioredis.Redis.from_url(self.url, decode_responses=self.decode_responses)
         except ValueError as exc:
-            raise ConfigurationError(f"bad Redis URL {self.url!r}: {exc}") from exc
+            raise ConfigurationError(f"bad Redis URL {redacted(self.url)!r}: {exc}") from None
+
+
+def redacted(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 #: What ``Meta.redis`` may hold: a client (used as is), settings or a URL (one client per

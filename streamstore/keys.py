@@ -12,7 +12,7 @@ __all__ = [
     "REQUIRED_EVENT_FIELDS",
     "InstanceKeys",
     "KeySpace",
-    "stream_key_of",
+    "instance_keys_of",
 ]
 
 #: Version of the stream entry layout below; written into every entry as ``v``.
@@ -72,13 +72,7 @@ class KeySpace:
 
     def for_pk(self, pk: str) -> InstanceKeys:
         """Return the document, stream and feed keys of the instance ``pk``."""
-        tag = self.tag(self.partition(pk))
-        return InstanceKeys(
-            doc=f"{tag}:{pk}",
-            stream=f"{tag}#events:{pk}",
-            feed=f"{tag}#feed",
-            undo=f"{tag}#undo:{pk}",
-        )
+        return instance_keys_of(f"{self.tag(self.partition(pk))}:{pk}")
 
     def feed(self, partition: int) -> str:
         """Return the change feed key of ``partition``."""
@@ -106,13 +100,16 @@ class KeySpace:
         return f"{{{self.prefix}:*}}*"
 
 
-def stream_key_of(doc_key: str) -> str:
-    """Return the stream key of the instance whose document key is ``doc_key``.
+def instance_keys_of(doc_key: str) -> InstanceKeys:
+    """Return every key of the instance whose document key is ``doc_key``, without its class.
 
-    Works without the model class: the two keys differ only after the hash tag (which holds
-    no ``}``, since key prefixes cannot). Raises ValueError for anything but a document key.
+    All of them differ from the document key only after the hash tag (which holds no ``}``,
+    since key prefixes cannot). Raises ValueError for anything but a document key.
     """
     end = doc_key.find("}")
     if not doc_key.startswith("{") or doc_key[end + 1 : end + 2] != ":":
         raise ValueError(f"{doc_key!r} is not a streamstore document key ({{<prefix>:<n>}}:<pk>)")
-    return f"{doc_key[: end + 1]}#events:{doc_key[end + 2 :]}"
+    tag, pk = doc_key[: end + 1], doc_key[end + 2 :]
+    return InstanceKeys(
+        doc=doc_key, stream=f"{tag}#events:{pk}", feed=f"{tag}#feed", undo=f"{tag}#undo:{pk}"
+    )

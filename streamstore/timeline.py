@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from streamstore import operations as ops
-from streamstore.errors import UsageError
-from streamstore.projections.history import HistoryQuery, read_history
+from streamstore.projections.history import HistoryQuery, field_path, read_history
 from streamstore.projections.replay import Replayer, Report, Summary
 
 if TYPE_CHECKING:
@@ -19,23 +18,10 @@ if TYPE_CHECKING:
 
     from streamstore.events import Event
     from streamstore.model import ModelMeta
-    from streamstore.operations import FieldPath, Op
+    from streamstore.operations import Op
     from streamstore.plan import Applied
 
 __all__ = ["Timeline"]
-
-
-def field_path(path: str | Sequence[str]) -> FieldPath:
-    """Read a field path given as ``"profile.skills"``, ``"$.profile.skills"`` or a tuple."""
-    if isinstance(path, str):
-        if path in ("", "$"):
-            return ()
-        parts = tuple(path.removeprefix("$.").split("."))
-    else:
-        parts = tuple(path)
-    if not all(isinstance(part, str) and part for part in parts):
-        raise UsageError(f"bad field path {path!r} (use 'name' or 'profile.skills')")
-    return parts
 
 
 class Timeline:
@@ -64,10 +50,13 @@ class Timeline:
         def _ss_only_top_level(self, action: str) -> None: ...
 
     @classmethod
-    def replayer(cls) -> Replayer:
-        """Return the class's `Replayer` (the read side the methods below use), for this loop."""
+    def replayer(cls, client: aioredis.Redis | None = None) -> Replayer:
+        """Return the class's `Replayer`: the read side the methods below use.
+
+        It reads through ``client``, else the class's own client (``Meta.redis``) for this loop.
+        """
         meta = cls.__ss_meta__
-        return Replayer(cls._ss_client(), meta.keys, meta.upcast)
+        return Replayer(client or cls._ss_client(), meta.keys, meta.upcast)
 
     # --- one instance ------------------------------------------------------------------------
 

@@ -73,6 +73,13 @@ def test_a_bad_url_is_a_configuration_error():
         RedisSettings(url="nope://x").client()
 
 
+def test_a_bad_url_s_error_never_shows_its_password():
+    with pytest.raises(ConfigurationError) as caught:
+        RedisSettings(url="redsi://ann:s3cret@db:6379/0").client()
+    assert "s3cret" not in str(caught.value) and "redsi://ann:***@db:6379/0" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
 async def test_a_server_without_redisjson_gives_a_clear_error_and_writes_nothing(plain_redis_url):
     class NoJson(Note):
         class Meta:

@@ -266,6 +266,26 @@ class TestEveryInstance:
         monkeypatch.setattr(replayer, "instances", scanned)
         assert [r.pk async for r in replayer.iter_verify()] == [kept.pk]
 
+    async def test_an_instance_too_busy_to_rebuild_is_reported_and_the_walk_goes_on(
+        self, redis, monkeypatch
+    ):
+        busy, calm = await item_with_history(), await item_with_history()
+        for item in (busy, calm):
+            await redis.execute_command("JSON.SET", item.key, "$.name", '"bad"')
+        replayer = Item.replayer()
+        rebuild = replayer.rebuild
+
+        async def rebuild_unless_busy(pk: str, *, dry_run: bool = False):
+            if pk == busy.pk:
+                raise ConcurrencyError(f"{busy.key} kept changing while being rebuilt")
+            return await rebuild(pk, dry_run=dry_run)
+
+        monkeypatch.setattr(replayer, "rebuild", rebuild_unless_busy)
+        reports = {r.pk: r async for r in replayer.iter_rebuild()}
+        assert reports[calm.pk].rewritten
+        assert "kept changing" in (reports[busy.pk].problem or "")
+        assert not reports[busy.pk].rewritten
+
     async def test_other_classes_are_not_counted(self, redis):
         class Items(BaseRedisModel):  # a prefix that starts like "Item"
             n: int = 0

@@ -8,7 +8,7 @@ import pytest
 
 from streamstore import ConfigurationError, UnsafeKeyError, UsageError
 from streamstore.events import Event
-from streamstore.keys import KeySpace, stream_key_of
+from streamstore.keys import KeySpace, instance_keys_of
 from streamstore.projections import fold
 from streamstore.projections.diff import differences, redisjson_path, render_path
 from streamstore.projections.history import HistoryQuery, epoch_ms
@@ -99,15 +99,15 @@ class TestHistoryQuery:
         assert event(1, "set", path, {}).touches(("profile", "skills")) is touched
 
 
-class TestStreamKeyOf:
-    def test_a_document_key_maps_to_its_stream_without_the_model(self):
+class TestInstanceKeysOf:
+    def test_a_document_key_gives_every_key_of_its_instance_without_the_model(self):
         keys = KeySpace("User", 16).for_pk("a}:b")
-        assert stream_key_of(keys.doc) == keys.stream
+        assert instance_keys_of(keys.doc) == keys
 
     @pytest.mark.parametrize("key", ["{User:1}#events:x", "User:1", "{User:1}", ""])
     def test_anything_else_is_refused(self, key):
         with pytest.raises(ValueError, match="not a streamstore document key"):
-            stream_key_of(key)
+            instance_keys_of(key)
 
     def test_a_class_parses_its_own_stream_keys_only(self):
         space = KeySpace("User", 16)
