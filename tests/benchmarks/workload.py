@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import sys
@@ -26,8 +27,14 @@ PARTITIONS = 16  # streamstore's default Meta.partitions; the raw side spreads k
 FEED_MAXLEN = 10_000
 
 
-def make_user_model(url: str, prefix: str, *, profile: bool = False) -> type[BaseRedisModel]:
-    """The user model, named ``prefix`` and stored under it; ``profile`` adds six scalar fields."""
+def make_user_model(
+    url: str, prefix: str, *, profile: bool = False, snapshot_every: int = 0
+) -> type[BaseRedisModel]:
+    """The user model, named ``prefix`` and stored under it; ``profile`` adds six scalar fields.
+
+    ``snapshot_every`` is the model's ``Meta.snapshot_every`` (0, the default: no snapshots).
+    """
+    every = snapshot_every  # (a class body cannot read an enclosing name it also assigns)
 
     class User(BaseRedisModel):
         name: str
@@ -47,6 +54,7 @@ def make_user_model(url: str, prefix: str, *, profile: bool = False) -> type[Bas
             key_prefix = prefix
             partitions = PARTITIONS
             feed_maxlen = FEED_MAXLEN
+            snapshot_every = every
 
     User.__name__ = User.__qualname__ = prefix
     return User
@@ -277,6 +285,12 @@ def parse_args_with_common(
     return parser.parse_args()
 
 
+def server_url(args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
+    """``args.url`` when the benchmark has that flag and it is set, else `redis_url_for_tests`."""
+    url = getattr(args, "url", None)
+    return contextlib.nullcontext(url) if url else redis_url_for_tests()
+
+
 def run_on_server(
     run: Callable[[str, argparse.Namespace], Coroutine[Any, Any, str]],
     args: argparse.Namespace,
@@ -284,9 +298,10 @@ def run_on_server(
 ) -> None:
     """Run the benchmark on $REDIS_URL, else on a private server; print (and save) its report.
 
+    A benchmark with a ``--url`` flag runs on that server when it is given.
     ``banner`` is printed to stderr first, with ``{url}`` replaced by the server's URL.
     """
-    with redis_url_for_tests() as url:  # $REDIS_URL, else a private redis-server + RedisJSON
+    with server_url(args) as url:  # --url, $REDIS_URL, else a private redis-server + RedisJSON
         print(banner.format(url=url), file=sys.stderr)
         report = asyncio.run(run(url, args))
     print(report)
