@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from streamstore.errors import CorruptEventError
-from streamstore.events import Event
-from streamstore.operations import OPERATIONS
+from streamstore.events import Event, text
+from streamstore.operations import OPERATIONS, FieldPath, event_path
 
-__all__ = ["apply_event", "fold"]
+__all__ = ["apply_change", "apply_event", "fold", "fold_changes"]
 
 
 def apply_event(document: Any, event: Event, *, copy_data: bool = True) -> Any:
@@ -21,18 +21,41 @@ def apply_event(document: Any, event: Event, *, copy_data: bool = True) -> Any:
     write path never produces such a history. ``copy_data=False`` lets the document take
     over the event's data instead of a copy: for events nobody else holds (a fresh read).
     """
-    operation = OPERATIONS.get(event.type)
+    data = copy.deepcopy(event.data) if copy_data else event.data
+    return apply_change(document, event.type, event.field_path, data, where=event.id)
+
+
+def apply_change(
+    document: Any, kind: str, path: FieldPath, data: Any, *, where: str | bytes = ""
+) -> Any:
+    """Return the document after an event of type ``kind`` at ``path`` with ``data``.
+
+    The one fold step behind `apply_event` and `fold_changes`; ``where`` names the event in
+    errors. ``data`` may become part of the document.
+    """
+    operation = OPERATIONS.get(kind)
     if operation is None:
-        raise CorruptEventError(f"event {event.id} has unknown type {event.type!r}")
+        raise CorruptEventError(f"event {text(where)} has unknown type {kind!r}")
     if document is None and not operation.whole_document:
-        raise CorruptEventError(f"event {event.id} ({event.type}) applies to no document")
+        raise CorruptEventError(f"event {text(where)} ({kind}) applies to no document")
     try:
-        data = copy.deepcopy(event.data) if copy_data else event.data
-        return operation.fold(document, event.field_path, data)
+        return operation.fold(document, path, data)
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise CorruptEventError(
-            f"event {event.id} ({event.type} at {event.path}) does not apply: {exc!r}"
+            f"event {text(where)} ({kind} at {event_path(path)}) does not apply: {exc!r}"
         ) from exc
+
+
+def fold_changes(
+    changes: Iterable[tuple[str, FieldPath, Any, str | bytes]], document: Any = None
+) -> Any:
+    """Replay ``(type, path, data, id)`` changes (`streamstore.events.Entry.change`) in order.
+
+    The fast form of `fold` for entries read just now: no `Event` objects, no copies.
+    """
+    for kind, path, data, where in changes:
+        document = apply_change(document, kind, path, data, where=where)
+    return document
 
 
 def fold(events: Iterable[Event], document: Any = None, *, copy_data: bool = True) -> Any:

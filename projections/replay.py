@@ -18,9 +18,11 @@ from streamstore.errors import (
     StoredDataError,
     UnsafeKeyError,
 )
+from streamstore.events import loads, text
 from streamstore.executor import (
     Head,
-    first_event,
+    first_entry,
+    iter_entries,
     iter_events,
     put_document,
     read_head,
@@ -28,7 +30,7 @@ from streamstore.executor import (
     scan_keys,
     trim_before,
 )
-from streamstore.operations import JSON, OPERATIONS
+from streamstore.operations import JSON
 from streamstore.projections.diff import (
     JsonPath,
     differences,
@@ -36,13 +38,13 @@ from streamstore.projections.diff import (
     redisjson_path,
     render_path,
 )
-from streamstore.projections.fold import fold
+from streamstore.projections.fold import fold, fold_changes
 from streamstore.projections.history import Upcast, epoch_ms
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from streamstore.events import Event
+    from streamstore.events import Entry, Event
     from streamstore.keys import InstanceKeys, KeySpace
 
 __all__ = ["Replayer", "Report", "Summary", "replay_at"]
@@ -183,10 +185,10 @@ class Replayer:
     async def compact(self, pk: str) -> int:
         """Delete the events before the newest ``snapshot`` event; return how many went."""
         stream = self.keys.for_pk(pk).stream
-        async for page in iter_events(self.client, stream, reverse=True, page=PAGE):
-            for event in page:
-                if event.type == "snapshot":
-                    return await trim_before(self.client, stream, event.id)
+        async for page in iter_entries(self.client, stream, reverse=True, page=PAGE):
+            for entry in page:
+                if entry.type == "snapshot":
+                    return await trim_before(self.client, stream, text(entry.id))
         return 0
 
     # --- every instance of the class, in batches ---------------------------------------------
@@ -280,34 +282,31 @@ class Replayer:
     async def _latest(self, keys: InstanceKeys, head: Head | None = None) -> _Latest:
         """Read the stored document and fold its stream from the newest whole-document event.
 
-        Starts from ``head`` (the document and newest events, read together) when given; pages
-        further back only if the head holds no whole-document event.
+        Starts from ``head`` (the document and newest entries, read together; read here when
+        not given) and pages further back only if the head holds no whole-document event.
         """
-        count = PAGE if head is None else self.head
         if head is None:
-            head = await read_head(self.client, keys.doc, keys.stream, count)
-        document = _ABSENT if head.document is None else json.loads(head.document)
-        if not head.events:
+            head = await read_head(self.client, keys.doc, keys.stream, self.head)
+        document = _ABSENT if head.document is None else loads(head.document)
+        if not head.entries:
             if document is _ABSENT:
                 raise DocumentNotFoundError(f"{keys.doc} does not exist and has no history")
             return _Latest(document, _ABSENT, 0, 0, NO_HISTORY)
-        seq = head.events[0].seq
+        seq = head.entries[0].seq
         try:
-            events, _ = await _collect_back(
-                self._pages_after(keys.stream, head, count), keys.stream
-            )
-            _check_start(events, keys.stream, "its last event")
-            folded = _fold(events, self.upcast)
+            entries, _ = await _collect_back(self._pages_after(keys.stream, head), keys.stream)
+            _check_start(entries, keys.stream, "its last event")
+            folded = _fold(entries, self.upcast)
         except (StoredDataError, HistoryTrimmedError) as exc:
             return _Latest(document, _ABSENT, seq, 0, str(exc))
-        return _Latest(document, _ABSENT if folded is None else folded, seq, len(events))
+        return _Latest(document, _ABSENT if folded is None else folded, seq, len(entries))
 
-    async def _pages_after(self, stream: str, head: Head, count: int) -> AsyncIterator[list[Event]]:
-        """Yield the head's events, then older pages if the head was full."""
-        yield head.events
-        if len(head.events) == count:
-            end = f"({head.events[-1].id}"
-            async for page in iter_events(self.client, stream, end=end, reverse=True, page=PAGE):
+    async def _pages_after(self, stream: str, head: Head) -> AsyncIterator[list[Entry]]:
+        """Yield the head's entries, then older pages if the head was full."""
+        yield head.entries
+        if len(head.entries) == self.head:
+            end = f"({text(head.entries[-1].id)}"
+            async for page in iter_entries(self.client, stream, end=end, reverse=True, page=PAGE):
                 yield page
 
     def _report(self, keys: InstanceKeys, pk: str, latest: _Latest) -> Report:
@@ -388,11 +387,11 @@ async def replay_at(
         raise TypeError("as_of() takes exactly one of seq= and at=")
     end = "+" if at is None else str(epoch_ms(at))
     target = f"seq {seq}" if at is None else at.isoformat()
-    pages = iter_events(client, keys.stream, end=end, reverse=True, page=PAGE)
-    events, oldest = await _collect_back(pages, keys.stream, keep_to=seq)
-    if not events:
+    pages = iter_entries(client, keys.stream, end=end, reverse=True, page=PAGE)
+    entries, oldest = await _collect_back(pages, keys.stream, keep_to=seq)
+    if not entries:
         if oldest is None:  # nothing up to `at`: is the history there trimmed?
-            first = await first_event(client, keys.stream)
+            first = await first_entry(client, keys.stream)
             oldest = None if first is None else first.seq
         if oldest is not None and oldest > 1:
             raise HistoryTrimmedError(
@@ -400,18 +399,23 @@ async def replay_at(
                 f"the state at {target} cannot be replayed"
             )
         raise DocumentNotFoundError(f"{keys.doc} did not exist at {target}")
-    _check_start(events, keys.stream, target)
-    document = _fold(events, upcast)
+    _check_start(entries, keys.stream, target)
+    document = _fold(entries, upcast)
     if document is None:
         raise DocumentNotFoundError(f"{keys.doc} did not exist at {target}")
-    return document, events[-1].seq
+    return document, entries[-1].seq
 
 
-def _fold(events: list[Event], upcast: Upcast | None) -> JSON:
-    """Fold events read just now (the document may take over their data), upcast first."""
+def _fold(entries: list[Entry], upcast: Upcast | None) -> JSON:
+    """Fold entries read just now (the document may take over their data).
+
+    With upcasters they are decoded into events first (upcasters work on events); without,
+    only their type, path and data are decoded.
+    """
     if upcast is not None:
-        return fold((e for e in map(upcast, events) if e is not None), copy_data=False)
-    return fold(events, copy_data=False)
+        events = (upcast(entry.event()) for entry in entries)
+        return fold((event for event in events if event is not None), copy_data=False)
+    return fold_changes(entry.change() for entry in entries)
 
 
 def _differences(document: JSON, folded: JSON) -> Iterator[Any]:
@@ -439,37 +443,37 @@ def _float_texts(value: float, reach: int = 3) -> Iterator[str]:
 
 
 async def _collect_back(
-    pages: AsyncIterator[list[Event]], stream: str, *, keep_to: int | None = None
-) -> tuple[list[Event], int | None]:
-    """Walk a stream newest first, gathering events back to the newest whole-document one.
+    pages: AsyncIterator[list[Entry]], stream: str, *, keep_to: int | None = None
+) -> tuple[list[Entry], int | None]:
+    """Walk a stream newest first, gathering entries back to the newest whole-document one.
 
-    ``keep_to`` skips events with a higher seq. Returns the events oldest first and the seq of
-    the oldest event seen (None: none). Raises `CorruptEventError` on a gap in seq.
+    ``keep_to`` skips entries with a higher seq. Returns the entries oldest first and the seq
+    of the oldest entry seen (None: none). Raises `CorruptEventError` on a gap in seq.
     """
-    events: list[Event] = []
+    kept: list[Entry] = []
     expected: int | None = None
     async for page in pages:
-        for event in page:
-            if expected is not None and event.seq != expected:
+        for entry in page:
+            if expected is not None and entry.seq != expected:
                 raise CorruptEventError(
-                    f"{stream}: seq {event.seq} follows {expected + 1} (a gap in the history, "
+                    f"{stream}: seq {entry.seq} follows {expected + 1} (a gap in the history, "
                     "or compaction ran while it was read)"
                 )
-            expected = event.seq - 1
-            if keep_to is not None and event.seq > keep_to:
+            expected = entry.seq - 1
+            if keep_to is not None and entry.seq > keep_to:
                 continue
-            events.append(event)
-            if OPERATIONS[event.type].whole_document:
-                events.reverse()
-                return events, event.seq
-    events.reverse()
-    return events, None if expected is None else expected + 1
+            kept.append(entry)
+            if entry.whole_document:
+                kept.reverse()
+                return kept, entry.seq
+    kept.reverse()
+    return kept, None if expected is None else expected + 1
 
 
-def _check_start(events: list[Event], stream: str, target: str) -> None:
-    """Refuse to fold events that do not start at a whole-document event."""
-    first = events[0]
-    if OPERATIONS[first.type].whole_document:
+def _check_start(entries: list[Entry], stream: str, target: str) -> None:
+    """Refuse to fold entries that do not start at a whole-document event."""
+    first = entries[0]
+    if first.whole_document:
         return
     if first.seq > 1:
         raise HistoryTrimmedError(

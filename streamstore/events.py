@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from streamstore.errors import CorruptEventError
 from streamstore.keys import REQUIRED_EVENT_FIELDS
 from streamstore.operations import OPERATIONS, FieldPath, parse_event_path
 
-__all__ = ["Event", "decode_entry", "decode_flat_entry", "text"]
+__all__ = [
+    "Entry",
+    "Event",
+    "decode_entry",
+    "decode_flat_entry",
+    "flat_entry",
+    "loads",
+    "read_entry",
+    "text",
+]
 
 
 def text(value: str | bytes) -> str:
@@ -81,6 +93,17 @@ class Event:
         }
 
 
+def loads(raw: str | bytes) -> Any:
+    """Parse JSON text from Redis: orjson (several times faster), json for what it refuses.
+
+    orjson refuses integers beyond 64 bits, which JSON allows; json still raises on bad text.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
     """Decode one stream entry (as returned by XRANGE) into an `Event`.
 
@@ -91,9 +114,13 @@ def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
 
 def decode_flat_entry(entry: Sequence[Any]) -> Event:
     """Decode an entry as Redis sends it inside a script reply: ``[id, [name, value, ...]]``."""
+    return decode_entry(*flat_entry(entry))
+
+
+def flat_entry(entry: Sequence[Any]) -> tuple[Any, dict[Any, Any]]:
+    """Return an entry of a script reply, ``[id, [name, value, ...]]``, as XRANGE gives it."""
     entry_id, flat = entry
-    names = [text(name) for name in flat[0::2]]
-    return _decode(text(entry_id), dict(zip(names, map(text, flat[1::2]), strict=True)))
+    return entry_id, dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def _decode(eid: str, values: dict[str, str]) -> Event:
@@ -108,9 +135,9 @@ def _decode(eid: str, values: dict[str, str]) -> Event:
             seq=int(values["seq"]),
             type=values["type"],
             path=values["path"],
-            data=json.loads(values["data"]),
+            data=loads(values["data"]),
             ts=int(values["ts"]),
-            meta=_EMPTY_META if values["meta"] == "{}" else json.loads(values["meta"]),
+            meta=_EMPTY_META if values["meta"] == "{}" else loads(values["meta"]),
             v=values["v"],
             model_version=int(values.get("mv", "1")),
         )
@@ -120,3 +147,69 @@ def _decode(eid: str, values: dict[str, str]) -> Event:
 
 #: Shared by every event written without metadata (most of them); never mutated.
 _EMPTY_META: Mapping[str, Any] = MappingProxyType({})
+
+
+# --- entries as replay reads them: only what folding needs, decoded when it needs it ----------
+
+#: Event type names, from the bytes or str that clients return, to the table's own str.
+_TYPES: dict[str | bytes, str] = {
+    **{name: name for name in OPERATIONS},
+    **{name.encode(): name for name in OPERATIONS},
+}
+
+
+class Entry(NamedTuple):
+    """A stream entry with its seq and type read; the rest stays raw until asked for.
+
+    Replay walks entries by seq and type only (to find where to start folding) and decodes
+    the path and data of just the ones it folds: several times cheaper than an `Event` each.
+    """
+
+    id: str | bytes
+    seq: int
+    type: str
+    #: The entry's fields as the client returned them (bytes or str names and values).
+    fields: Mapping[Any, Any]
+
+    @property
+    def whole_document(self) -> bool:
+        """Tell whether the entry sets the whole document (replay may start here)."""
+        return OPERATIONS[self.type].whole_document
+
+    def change(self) -> tuple[str, FieldPath, Any, str | bytes]:
+        """Return what the fold needs: type, field path, decoded data, and the id for errors."""
+        fields = self.fields
+        try:
+            try:  # clients return bytes unless told to decode
+                path, data = fields[b"path"], fields[b"data"]
+            except KeyError:
+                path, data = fields["path"], fields["data"]
+            return self.type, _field_path(path), loads(data), self.id
+        except (KeyError, ValueError) as exc:
+            raise CorruptEventError(
+                f"stream entry {text(self.id)} does not parse: {exc!r}"
+            ) from exc
+
+    def event(self) -> Event:
+        """Decode the whole entry."""
+        return decode_entry(self.id, self.fields)
+
+
+def read_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Entry:
+    """Read the seq and type of one entry (as XRANGE returns it); `CorruptEventError` if bad."""
+    try:
+        try:  # clients return bytes unless told to decode
+            seq, kind = fields[b"seq"], fields[b"type"]
+        except KeyError:
+            seq, kind = fields["seq"], fields["type"]
+        return Entry(entry_id, int(seq), _TYPES[kind], fields)
+    except (KeyError, ValueError) as exc:
+        raise CorruptEventError(
+            f"stream entry {text(entry_id)} has no valid seq and type: {exc!r}"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_path(raw: str | bytes) -> FieldPath:
+    """Parse an event path (a few distinct ones per model, read over and over: cached)."""
+    return parse_event_path(text(raw))

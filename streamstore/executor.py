@@ -17,7 +17,7 @@ from streamstore.errors import (
     DocumentNotFoundError,
     RedisJSONMissingError,
 )
-from streamstore.events import Event, decode_entry, decode_flat_entry, text
+from streamstore.events import Entry, Event, flat_entry, read_entry, text
 from streamstore.plan import (
     APPLY_SCRIPT,
     REDISJSON_HINT,
@@ -29,13 +29,13 @@ from streamstore.plan import (
 
 __all__ = [
     "Head",
-    "first_event",
+    "first_entry",
     "get_document",
     "get_document_and_seq",
     "get_path",
+    "iter_entries",
     "iter_events",
     "put_document",
-    "read_events",
     "read_head",
     "read_heads",
     "run_plan",
@@ -217,19 +217,6 @@ async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:
     return None if found == "[]" else found[1:-1]
 
 
-async def read_events(
-    client: aioredis.Redis,
-    stream: str,
-    *,
-    start: str = "-",
-    end: str = "+",
-    count: int | None = None,
-) -> list[Event]:
-    """Return the events of ``stream`` between stream ids ``start`` and ``end``, oldest first."""
-    entries = cast("list[tuple[Any, Any]]", await client.xrange(stream, start, end, count=count))
-    return [decode_entry(entry_id, fields) for entry_id, fields in entries]
-
-
 # --- the read side: what replay, verify and rebuild read and write ---------------------------
 
 
@@ -238,14 +225,14 @@ class Head:
     """A document and the newest entries of its stream, read together in one atomic call."""
 
     #: The document's JSON text, or None when there is none.
-    document: str | None
-    #: The newest entries of the stream, newest first, decoded.
-    events: list[Event]
+    document: str | bytes | None
+    #: The newest entries of the stream, newest first.
+    entries: list[Entry]
 
 
 def _head(reply: Sequence[Any]) -> Head:
     raw, entries = reply
-    return Head(text(raw) if raw else None, [decode_flat_entry(entry) for entry in entries])
+    return Head(raw or None, [read_entry(*flat_entry(entry)) for entry in entries])
 
 
 async def read_head(client: aioredis.Redis, doc: str, stream: str, count: int) -> Head:
@@ -288,6 +275,37 @@ async def put_document(
     return None if stored is None else text(stored)
 
 
+async def iter_entries(
+    client: aioredis.Redis,
+    stream: str,
+    *,
+    start: str = "-",
+    end: str = "+",
+    reverse: bool = False,
+    page: int = 1000,
+) -> AsyncIterator[list[Entry]]:
+    """Yield the entries of ``stream`` between ids ``start`` and ``end`` (inclusive), by pages.
+
+    Oldest first, or newest first with ``reverse``. Each page is one XRANGE (XREVRANGE); memory
+    holds one page, whatever the stream's length.
+    """
+    low, high = start, end
+    while True:
+        if reverse:
+            reply = await client.xrevrange(stream, high, low, count=page)
+        else:
+            reply = await client.xrange(stream, low, high, count=page)
+        entries = [read_entry(entry_id, fields) for entry_id, fields in cast("list[Any]", reply)]
+        if entries:
+            yield entries
+        if len(entries) < page:
+            return
+        if reverse:
+            high = f"({text(entries[-1].id)}"
+        else:
+            low = f"({text(entries[-1].id)}"
+
+
 async def iter_events(
     client: aioredis.Redis,
     stream: str,
@@ -297,29 +315,11 @@ async def iter_events(
     reverse: bool = False,
     page: int = 1000,
 ) -> AsyncIterator[list[Event]]:
-    """Yield the events of ``stream`` between ids ``start`` and ``end`` (inclusive), by pages.
-
-    Oldest first, or newest first with ``reverse``.
-
-    Each page is one XRANGE (XREVRANGE); memory holds one page, whatever the stream's length.
-    """
-    low, high = start, end
-    while True:
-        if reverse:
-            reply = await client.xrevrange(stream, high, low, count=page)
-        else:
-            reply = await client.xrange(stream, low, high, count=page)
-        entries = cast("list[tuple[Any, Any]]", reply)
-        if not entries:
-            return
-        events = [decode_entry(entry_id, fields) for entry_id, fields in entries]
-        yield events
-        if len(entries) < page:
-            return
-        if reverse:
-            high = f"({events[-1].id}"
-        else:
-            low = f"({events[-1].id}"
+    """`iter_entries`, each entry decoded into an `Event`."""
+    async for entries in iter_entries(
+        client, stream, start=start, end=end, reverse=reverse, page=page
+    ):
+        yield [entry.event() for entry in entries]
 
 
 async def scan_keys(
@@ -344,8 +344,8 @@ async def trim_before(client: aioredis.Redis, stream: str, first_kept_id: str) -
     return int(await client.xtrim(stream, minid=first_kept_id, approximate=False))
 
 
-async def first_event(client: aioredis.Redis, stream: str) -> Event | None:
-    """Return the oldest event kept in ``stream``, or None when it has none."""
-    async for page in iter_events(client, stream, page=1):
+async def first_entry(client: aioredis.Redis, stream: str) -> Entry | None:
+    """Return the oldest entry kept in ``stream``, or None when it has none."""
+    async for page in iter_entries(client, stream, page=1):
         return page[0]
     return None
