@@ -20,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from workload import (
+    DOC,
     RawInstance,
     cleanup,
     close,
@@ -46,14 +47,6 @@ TASKS = 32
 TARGET_RATIO = 0.85
 LIB_PREFIX = "BenchUser"
 RAW_PREFIX = "BenchRaw"
-
-#: The document every instance starts from (both sides).
-DOC: dict[str, Any] = {
-    "name": "Ada Lovelace",
-    "age": 36,
-    "tags": ["math", "poetry", "engines"],
-    "metadata": {"city": "London", "lang": "en"},
-}
 
 
 class PlainUser(BaseModel):

@@ -19,6 +19,7 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 from workload import (
+    DOC,
     cleanup,
     close,
     describe,
@@ -35,8 +36,9 @@ from streamstore.projections.replay import PAGE
 
 # What the read side costs next to the bare reads it is made of. The raw side reads the same
 # streams with hand-written redis-py (hiredis) and decodes nothing beyond what redis-py returns:
-# the ceiling for any reader in Python. streamstore also decodes every entry into an Event, folds
-# them into the document, compares it with the stored one and (rebuild) writes it back.
+# the ceiling for any reader in Python. streamstore also decodes each entry's seq and type (and the
+# path and data of those it folds), folds them into the document, compares it with the stored one
+# and (rebuild) writes it back.
 TARGET_RATIO = 0.40  # rebuild of a long stream: at least 40% of the raw XRANGE rate
 #: Instances per pipelined round trip in `verify_all` (its default ``batch``); the raw side too.
 BATCH = 100
@@ -45,13 +47,6 @@ LONG_PREFIX = "ReplayLong"  # one instance with a long history
 SNAP_PREFIX = "ReplaySnap"  # the same history, with Meta.snapshot_every
 MANY_PREFIX = "ReplayMany"  # many instances with short histories
 
-#: The document every instance starts from (its ``saved`` event).
-DOC: dict[str, Any] = {
-    "name": "Ada Lovelace",
-    "age": 36,
-    "tags": ["math", "poetry", "engines"],
-    "metadata": {"city": "London", "lang": "en"},
-}
 
 # --- writing the histories (setup, not measured) ----------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from workload import (
+    DOC,
     LIB_OPS,
     RAW_OPS,
     RawInstance,
@@ -44,20 +45,6 @@ SCRIPT_COMMANDS = ("evalsha", "eval", "fcall")
 RAW_COMMANDS = ("json.set", "json.arrappend", "xadd")
 #: How this benchmark's raw events are spelled: compact data, a fixed timestamp, the item's path.
 SPELLING = RawSpelling(compact=True, fixed_ts="1732262400000", item_path=True)
-
-#: The document every instance starts from (both sides); `save` writes all of it.
-DOC: dict[str, Any] = {
-    "name": "Ada Lovelace",
-    "age": 36,
-    "email": "ada@example.org",
-    "active": True,
-    "score": 12,
-    "country": "UK",
-    "title": "Countess of Lovelace",
-    "notes": "first published algorithm",
-    "tags": ["math", "poetry", "engines"],
-    "metadata": {"city": "London", "lang": "en"},
-}
 
 
 # --- measuring --------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ from streamstore.testing import redis_url_for_tests
 PARTITIONS = 16  # streamstore's default Meta.partitions; the raw side spreads keys the same way
 FEED_MAXLEN = 10_000
 
+#: The document every instance starts from (both sides).
+DOC: dict[str, Any] = {
+    "name": "Ada Lovelace",
+    "age": 36,
+    "tags": ["math", "poetry", "engines"],
+    "metadata": {"city": "London", "lang": "en"},
+}
+
 
 def make_user_model(
     url: str, prefix: str, *, profile: bool = False, snapshot_every: int = 0

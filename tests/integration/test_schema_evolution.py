@@ -29,8 +29,12 @@ class CustomerV1(BaseRedisModel):
         key_prefix = "Customer"
 
 
+#: What changed from version 1 to 2: ``name`` became ``full_name``, ``tier`` was added.
+V1_TO_V2 = [rename_field("name", "full_name"), add_field("tier", "basic")]
+
+
 class CustomerV2(BaseRedisModel):
-    """Version 2: ``name`` became ``full_name``, ``tier`` was added, ``legacy_code`` removed."""
+    """Version 2: ``name`` became ``full_name``, ``tier`` was added, ``legacy_code`` dropped."""
 
     full_name: str
     tier: str = "basic"
@@ -39,23 +43,16 @@ class CustomerV2(BaseRedisModel):
     class Meta:
         key_prefix = "Customer"
         schema_version = 2
-        upcasters = {  # noqa: RUF012 (read once, when the class is made)
-            1: [rename_field("name", "full_name"), add_field("tier", "basic")],
-        }
+        upcasters = {1: V1_TO_V2}  # noqa: RUF012 (read once, when the class is made)
 
 
-class CustomerV3(BaseRedisModel):
-    full_name: str
-    tier: str = "basic"
-    settings: Settings = Field(default_factory=Settings)
+class CustomerV3(CustomerV2):
+    """Version 3: the same fields; old events that set ``legacy_code`` now leave replay."""
 
     class Meta:
         key_prefix = "Customer"
         schema_version = 3
-        upcasters = {  # noqa: RUF012
-            1: [rename_field("name", "full_name"), add_field("tier", "basic")],
-            2: remove_field("legacy_code"),
-        }
+        upcasters = {1: V1_TO_V2, 2: remove_field("legacy_code")}  # noqa: RUF012
 
 
 async def v1_customer() -> CustomerV1:
