@@ -16,9 +16,10 @@
 --       snapshot every n events (0 = never), op count,
 --       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
 --
--- Two more functions serve the read side (streamstore/projections): `streamstore_read` returns a
+-- More functions serve the read side (streamstore/projections): `streamstore_read` returns a
 -- document with the newest entries of its stream, read together; `streamstore_put` rewrites a
--- document (rebuild) only if the stream has not moved on.
+-- document (rebuild) only if the stream has not moved on; `streamstore_lease` renews or releases
+-- a subscriber's partition lease only while its owner holds it.
 --
 -- RedisJSON's number parser is not exact (a double can land one unit off), so for values
 -- that may hold floats ('r') the event records the value as stored, read back from the
@@ -353,7 +354,16 @@ local function put(KEYS, ARGV)
   return redis.call('JSON.GET', KEYS[1], ARGV[2])
 end
 
+-- KEYS: a subscriber group's partition lease. ARGV: 'renew' or 'release', owner, ms.
+-- Renews (PEXPIRE) or releases (DEL) the lease only if `owner` still holds it; returns 1 if so.
+local function lease(KEYS, ARGV)
+  if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+  if ARGV[1] == 'release' then return redis.call('DEL', KEYS[1]) end
+  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+
 redis.register_function('streamstore_apply', apply)
+redis.register_function('streamstore_lease', lease)
 redis.register_function{ function_name = 'streamstore_read', callback = read,
   flags = { 'no-writes' } }
 redis.register_function('streamstore_put', put)

@@ -33,11 +33,13 @@ __all__ = [
     "get_document",
     "get_document_and_seq",
     "get_path",
+    "hold_lease",
     "iter_entries",
     "iter_events",
     "put_document",
     "read_head",
     "read_heads",
+    "release_lease",
     "run_plan",
     "run_plans",
     "run_plans_atomically",
@@ -49,7 +51,9 @@ __all__ = [
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a
 # server (a rolling deploy) each find their own and never replace each other's.
 _LIBRARY_ID = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()[:16]  # noqa: S324 (a name, not security)
-_FUNCTION, _READ, _PUT = (f"streamstore_{name}_{_LIBRARY_ID}" for name in ("apply", "read", "put"))
+_FUNCTION, _READ, _PUT, _LEASE = (
+    f"streamstore_{name}_{_LIBRARY_ID}" for name in ("apply", "read", "put", "lease")
+)
 _LIBRARY = re.sub(
     r"(function_name = |register_function\()'streamstore_(\w+)'",
     rf"\1'streamstore_\2_{_LIBRARY_ID}'",
@@ -349,3 +353,13 @@ async def first_entry(client: aioredis.Redis, stream: str) -> Entry | None:
     async for page in iter_entries(client, stream, page=1):
         return page[0]
     return None
+
+
+async def hold_lease(client: aioredis.Redis, key: str, owner: str, ms: int) -> bool:
+    """Renew the lease ``key`` for ``ms`` if ``owner`` holds it; tell whether it does."""
+    return bool(await _call(client, _LEASE, (key,), ("renew", owner, str(ms))))
+
+
+async def release_lease(client: aioredis.Redis, key: str, owner: str) -> bool:
+    """Release the lease ``key`` if ``owner`` holds it; tell whether it did."""
+    return bool(await _call(client, _LEASE, (key,), ("release", owner, "0")))

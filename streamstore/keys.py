@@ -78,6 +78,20 @@ class KeySpace:
         """Return the change feed key of ``partition``."""
         return f"{self.tag(partition)}#feed"
 
+    def group_keys(self, partition: int, group: str) -> GroupKeys:
+        """Return the keys a subscriber group keeps next to the feed of ``partition``."""
+        tag = self.tag(partition)
+        return GroupKeys(
+            feed=f"{tag}#feed",
+            lease=f"{tag}#lease:{group}",
+            dead=f"{tag}#dead:{group}",
+            handled=f"{tag}#handled:{group}",
+        )
+
+    def members(self, group: str) -> str:
+        """Return the key listing the live consumers of ``group`` on this class (a sorted set)."""
+        return f"streamstore:members:{self.prefix}:{group}"
+
     def pk_from_doc_key(self, key: str) -> str | None:
         """Return the pk inside a document key of this class, or None if it is not one."""
         return self._pk_after(key, "}:")
@@ -113,3 +127,28 @@ def instance_keys_of(doc_key: str) -> InstanceKeys:
     return InstanceKeys(
         doc=doc_key, stream=f"{tag}#events:{pk}", feed=f"{tag}#feed", undo=f"{tag}#undo:{pk}"
     )
+
+
+def health_key(group: str, consumer: str) -> str:
+    """Return the key where a consumer of ``group`` reports that it is alive and how it fares."""
+    return f"streamstore:health:{group}:{consumer}"
+
+
+def health_pattern(group: str) -> str:
+    """Return a SCAN pattern for the health keys of every consumer of ``group``."""
+    return f"streamstore:health:{group}:*"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeys:
+    """What a subscriber group keeps per feed partition; one hash tag, so one cluster slot.
+
+    ``{User:7}#lease:<group>``     which consumer reads this partition now (with an expiry)
+    ``{User:7}#dead:<group>``      events whose handler kept failing, with the error (a stream)
+    ``{User:7}#handled:<group>``   per pk, the last seq handled (the idempotency helper's hash)
+    """
+
+    feed: str
+    lease: str
+    dead: str
+    handled: str

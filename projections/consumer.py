@@ -1,0 +1,345 @@
+"""One subscriber group on one model class: partition leases, reads, handling, acks, dead letters.
+
+Per-instance order needs one reader per feed partition at a time, so the consumers of a group
+divide the partitions between them with leases (``{User:3}#lease:<group>``, ``SET NX PX``,
+renewed while held). Each aims for its fair share: the partitions divided by the live consumers
+(a sorted set of heartbeats). A consumer that dies stops renewing; once its leases expire,
+others take its partitions over, first claiming the entries it had read but not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from streamstore._logging import get_logger
+from streamstore.events import Event, decode_entry, text
+from streamstore.executor import hold_lease, release_lease
+from streamstore.projections.subscriber import Change, Subscriber
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from streamstore.keys import GroupKeys, KeySpace
+    from streamstore.model import BaseRedisModel
+
+__all__ = ["GroupConsumer", "Stats"]
+
+#: Position of a partition whose own pending entries are read first (after a takeover).
+PENDING = "0"
+#: Position of a partition whose backlog is done: new entries only.
+NEW = ">"
+
+_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
+
+
+@dataclass(slots=True)
+class Stats:
+    """What a runner did, for its health key and logs."""
+
+    handled: int = 0
+    skipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+class GroupConsumer:
+    """Consumes one model class's change feed for one subscriber, as one member of its group."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        subscriber: Subscriber,
+        model: type[BaseRedisModel],
+        consumer: str,
+        *,
+        lease_ms: int,
+        batch: int,
+        limit: asyncio.Semaphore | None,
+        stats: Stats,
+    ) -> None:
+        """Prepare to consume ``model``'s feed as ``consumer`` of ``subscriber``'s group."""
+        self.client = client
+        self.subscriber = subscriber
+        self.model = model
+        self.consumer = consumer
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self.limit = limit
+        self.stats = stats
+        self.group = subscriber.name
+        self.keys: KeySpace = model.__ss_meta__.keys
+        self.upcast = model.__ss_meta__.upcast
+        #: Partitions held, and where reading each goes on (`PENDING` or `NEW`).
+        self.owned: dict[int, str] = {}
+        self.log = get_logger().bind(subscriber=self.group, model=model.__name__, consumer=consumer)
+
+    def _keys(self, partition: int) -> GroupKeys:
+        return self.keys.group_keys(partition, self.group)
+
+    async def setup(self) -> None:
+        """Create the group on every partition's feed (if new: from now, or from the start)."""
+        start = "$" if self.subscriber.start == "now" else "0"
+        for partition in range(self.keys.partitions):
+            try:
+                await self.client.xgroup_create(
+                    self._keys(partition).feed, self.group, id=start, mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def rebalance(self) -> None:
+        """Heartbeat, renew held leases, give back extras, take free partitions up to a share."""
+        now = int(time.time() * 1000)
+        members = self.keys.members(self.group)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(members, {self.consumer: now})
+            pipe.zremrangebyscore(members, "-inf", now - self.lease_ms)
+            pipe.zcard(members)
+            *_, live = await pipe.execute()
+        share = math.ceil(self.keys.partitions / max(1, int(live)))
+        for partition in list(self.owned):
+            if not await hold_lease(
+                self.client, self._keys(partition).lease, self.consumer, self.lease_ms
+            ):
+                del self.owned[partition]
+                self.log.warning("subscriber.lease.lost", partition=partition)
+        while len(self.owned) > share:
+            partition = max(self.owned)
+            await release_lease(self.client, self._keys(partition).lease, self.consumer)
+            del self.owned[partition]
+            self.log.info("subscriber.lease.released", partition=partition)
+        for partition in range(self.keys.partitions):
+            if len(self.owned) >= share:
+                break
+            if partition in self.owned:
+                continue
+            lease = self._keys(partition).lease
+            if await self.client.set(lease, self.consumer, nx=True, px=self.lease_ms):
+                await self._take_over(partition)
+
+    async def _take_over(self, partition: int) -> None:
+        """Claim what earlier holders of ``partition`` read but did not acknowledge."""
+        feed, claimed, cursor = self._keys(partition).feed, 0, "0-0"
+        while True:
+            reply = await self.client.xautoclaim(
+                feed, self.group, self.consumer, min_idle_time=0, start_id=cursor, count=1000
+            )
+            cursor, claimed = text(reply[0]), claimed + len(reply[1])
+            if cursor == "0-0":
+                break
+        self.owned[partition] = PENDING
+        self.log.info("subscriber.lease.acquired", partition=partition, claimed=claimed)
+
+    async def release_all(self) -> None:
+        """Give back every lease and leave the group's members (a clean shutdown)."""
+        for partition in list(self.owned):
+            await release_lease(self.client, self._keys(partition).lease, self.consumer)
+        self.owned.clear()
+        await self.client.zrem(self.keys.members(self.group), self.consumer)
+
+    async def settled(self) -> bool:
+        """Tell whether nothing is left for this consumer in burst mode.
+
+        True when every held partition has no pending backlog left and every other partition
+        is held by a live member (a dead one's lease must expire and be taken over first).
+        """
+        if any(position != NEW for position in self.owned.values()):
+            return False
+        others = [p for p in range(self.keys.partitions) if p not in self.owned]
+        if not others:
+            return True
+        now = int(time.time() * 1000)
+        found: Any = await self.client.zrangebyscore(
+            self.keys.members(self.group), now - self.lease_ms, "+inf"
+        )
+        live = {text(member) for member in found}
+        holders = await self.client.mget([self._keys(p).lease for p in others])
+        return all(holder is not None and text(holder) in live for holder in holders)
+
+    # --- reading and handling ----------------------------------------------------------------
+
+    async def poll(self, block_ms: int | None) -> bool:
+        """Read one batch from the held partitions and handle it; tell whether anything moved.
+
+        Something moved when entries were handled, or a partition's pending backlog ran out
+        (its new entries are read from the next poll on).
+        """
+        if not self.owned:
+            return False
+        streams: Any = {self._keys(p).feed: position for p, position in self.owned.items()}
+        block = block_ms if all(position == NEW for position in streams.values()) else None
+        reply: Any = await self.client.xreadgroup(
+            self.group, self.consumer, streams, count=self.batch, block=block
+        )
+        found = {
+            text(name): entries
+            for name, entries in (reply.items() if isinstance(reply, dict) else reply or [])
+        }
+        moved = False
+        for partition, position in list(self.owned.items()):
+            entries = found.get(self._keys(partition).feed)
+            if entries:
+                await self._handle(partition, entries, pending=position == PENDING)
+                moved = True
+            elif position == PENDING:
+                self.owned[partition] = NEW  # this partition's backlog is done
+                moved = True
+        return moved
+
+    async def _handle(self, partition: int, entries: Sequence[Any], *, pending: bool) -> None:
+        """Handle a batch of one partition: per instance in order, then acknowledge it."""
+        keys = self._keys(partition)
+        started = time.perf_counter()
+        acks: list[str] = []
+        runs: dict[str, list[Change]] = {}
+        counts = await self._deliveries(keys, entries) if pending else {}
+        for feed_id, fields in entries:
+            fid = text(feed_id)
+            change = self._change(fid, fields, counts.get(fid, 1))
+            if change is None or not self.subscriber.wants(change):
+                acks.append(fid)
+                self.stats.skipped += 1
+                continue
+            runs.setdefault(change.pk, []).append(change)
+        if self.limit is None or len(runs) == 1:
+            for run in runs.values():
+                acks += await self._run(keys, run)
+        else:
+            for done in await asyncio.gather(*(self._run(keys, run) for run in runs.values())):
+                acks += done
+        if acks:
+            await self.client.xack(keys.feed, self.group, *acks)
+        self.stats.batches += 1
+        self.log.debug(
+            "subscriber.batch",
+            partition=partition,
+            entries=len(entries),
+            instances=len(runs),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    def _change(self, feed_id: str, fields: Any, deliveries: int) -> Change | None:
+        """Decode a feed entry into a `Change` (upcast first).
+
+        None when the entry is gone (trimmed while pending) or means nothing under the model's
+        current schema (an upcaster dropped it).
+        """
+        if not fields:
+            return None  # trimmed from the feed while it was pending: nothing left to deliver
+        values = {text(name): text(value) for name, value in fields.items()}
+        event: Event | None = decode_entry(values["id"], values)
+        if self.upcast is not None and event is not None:
+            event = self.upcast(event)
+        if event is None:
+            return None
+        own = {name: getattr(event, name) for name in _EVENT_FIELDS}
+        return Change(
+            **own, model=self.model, pk=values["pk"], feed_id=feed_id, deliveries=deliveries
+        )
+
+    async def _deliveries(self, keys: GroupKeys, entries: Sequence[Any]) -> dict[str, int]:
+        """Return how often each pending entry was delivered already (XPENDING)."""
+        first, last = text(entries[0][0]), text(entries[-1][0])
+        found: Any = await self.client.xpending_range(
+            keys.feed,
+            self.group,
+            min=first,
+            max=last,
+            count=len(entries),
+            consumername=self.consumer,
+        )
+        return {text(item["message_id"]): int(item["times_delivered"]) for item in found}
+
+    async def _run(self, keys: GroupKeys, run: list[Change]) -> list[str]:
+        """Handle one instance's changes in seq order; return the feed ids to acknowledge."""
+        return [change.feed_id for change in run if await self._deliver(keys, change)]
+
+    async def _deliver(self, keys: GroupKeys, change: Change) -> bool:
+        """Run the handler, retrying; True if handled (to ack), False if dead-lettered."""
+        subscriber = self.subscriber
+        if subscriber.dedupe and await self._already_handled(keys, change):
+            self.stats.skipped += 1
+            return True
+        attempt = change.deliveries
+        while True:
+            try:
+                await self._call(subscriber.handler, change)
+            except Exception as exc:  # noqa: BLE001 (any handler failure is retried, then parked)
+                if attempt >= subscriber.max_deliveries:
+                    await self._dead_letter(keys, change, exc, attempt)
+                    return False
+                self.stats.retried += 1
+                delay = subscriber.retry_delay * 2 ** (attempt - change.deliveries)
+                self.log.warning(
+                    "subscriber.retry",
+                    pk=change.pk,
+                    seq=change.seq,
+                    attempt=attempt,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(delay)  # backoff before the next delivery
+                attempt += 1
+                change = dataclasses.replace(change, deliveries=attempt)
+                continue
+            break
+        if subscriber.dedupe:
+            await self.client.hset(keys.handled, change.pk, str(change.seq))
+        self.stats.handled += 1
+        return True
+
+    async def _call(self, handler: Callable[[Change], Awaitable[None]], change: Change) -> None:
+        if self.limit is None:
+            await handler(change)
+            return
+        async with self.limit:
+            await handler(change)
+
+    async def _already_handled(self, keys: GroupKeys, change: Change) -> bool:
+        last = await self.client.hget(keys.handled, change.pk)
+        return last is not None and int(last) >= change.seq
+
+    async def _dead_letter(
+        self, keys: GroupKeys, change: Change, exc: BaseException, attempts: int
+    ) -> None:
+        """Park ``change`` in the dead-letter stream with its error, and acknowledge it, at once."""
+        record = {
+            "pk": change.pk,
+            "id": change.id,
+            "seq": change.seq,
+            "type": change.type,
+            "path": change.path,
+            "data": json.dumps(change.data),
+            "meta": json.dumps(dict(change.meta)),
+            "ts": change.ts,
+            "feed_id": change.feed_id,
+            "deliveries": attempts,
+            "consumer": self.consumer,
+            "error": repr(exc),
+            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+        }
+        async with self.client.pipeline(transaction=True) as pipe:  # one slot: dead + feed
+            pipe.xadd(keys.dead, record)  # type: ignore[arg-type]
+            pipe.xack(keys.feed, self.group, change.feed_id)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
+        self.log.error(
+            "subscriber.dead_letter",
+            pk=change.pk,
+            seq=change.seq,
+            deliveries=attempts,
+            error=repr(exc),
+        )

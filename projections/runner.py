@@ -1,0 +1,216 @@
+"""The subscriber runner: runs subscribers until stopped, drains on SIGTERM, reports health.
+
+Shaped like arq's worker: `Runner.run` owns an event loop and its signals, `Runner.async_run`
+embeds in an application's loop, ``burst=True`` handles the backlog and returns (what tests and
+batch jobs use), and a health key says the runner is alive (`check_health`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from streamstore._logging import get_logger
+from streamstore.connection import ClientSource, resolve_client
+from streamstore.errors import ConfigurationError
+from streamstore.events import text
+from streamstore.keys import health_key, health_pattern
+from streamstore.projections.consumer import GroupConsumer, Stats
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from streamstore.projections.subscriber import Subscriber
+
+__all__ = ["Health", "Runner", "check_health"]
+
+#: Shorter leases would expire between two renewals of a busy consumer.
+MIN_LEASE_MS = 100
+
+
+class Runner:
+    """Runs subscribers: each consumes its models' change feeds as one member of its group.
+
+    ``concurrency`` bounds handlers running at once (changes of one instance always run one
+    after another, in seq order). ``lease_ms`` is how long a partition stays with a consumer
+    that stopped renewing it (a crashed one): the delay before another takes over.
+    """
+
+    def __init__(
+        self,
+        *subscribers: Subscriber,
+        redis: ClientSource = None,
+        concurrency: int = 10,
+        batch: int = 100,
+        lease_ms: int = 10_000,
+        block_ms: int = 2_000,
+        health_every: float = 5.0,
+        burst: bool = False,
+        name: str | None = None,
+    ) -> None:
+        """Configure a runner of ``subscribers`` (``redis``: as ``Meta.redis``; default REDIS_URL)."""
+        if not subscribers:
+            raise ConfigurationError("a Runner needs at least one subscriber")
+        names = [s.name for s in subscribers]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"subscriber names must differ: {names}")
+        if concurrency < 1 or batch < 1 or lease_ms < MIN_LEASE_MS:
+            raise ConfigurationError(
+                f"concurrency and batch must be >= 1, lease_ms >= {MIN_LEASE_MS}"
+            )
+        self.subscribers = subscribers
+        self.redis = redis
+        self.concurrency = concurrency
+        self.batch = batch
+        self.lease_ms = lease_ms
+        self.block_ms = min(block_ms, lease_ms // 3)  # a blocked read must not outlive a lease
+        self.health_every = health_every
+        self.burst = burst
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stats = Stats()
+        self.started = time.time()
+        self._stop = asyncio.Event()
+        self.log = get_logger().bind(consumer=self.name)
+
+    def stop(self) -> None:
+        """Ask the runner to finish: no new reads; batches in hand are handled and acknowledged."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run in a new event loop until SIGINT/SIGTERM (or, in burst mode, the backlog is done)."""
+        loop = asyncio.new_event_loop()
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            loop.run_until_complete(self.async_run())
+        finally:
+            loop.close()
+
+    def _on_signal(self, signum: int) -> None:
+        self.log.info("runner.stopping", signal=signal.Signals(signum).name)
+        self.stop()
+
+    async def async_run(self) -> None:
+        """Run in the current event loop until `stop` (or, in burst mode, the backlog is done)."""
+        self._stop = asyncio.Event()  # bound to the running loop
+        client = resolve_client(self.redis)
+        limit = asyncio.Semaphore(self.concurrency) if self.concurrency > 1 else None
+        consumers = [
+            GroupConsumer(
+                client,
+                sub,
+                model,
+                self.name,
+                lease_ms=self.lease_ms,
+                batch=self.batch,
+                limit=limit,
+                stats=self.stats,
+            )
+            for sub in self.subscribers
+            for model in sub.models
+        ]
+        for consumer in consumers:
+            await consumer.setup()
+        self.log.info(
+            "runner.started", subscribers=[s.name for s in self.subscribers], burst=self.burst
+        )
+        health = asyncio.create_task(self._report_health(client, consumers))
+        try:
+            await asyncio.gather(*(self._consume(consumer) for consumer in consumers))
+        finally:
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health
+            for consumer in consumers:
+                await consumer.release_all()
+            await self._clear_health(client)
+            self.log.info("runner.stopped", **self._totals())
+
+    async def _consume(self, consumer: GroupConsumer) -> None:
+        """One group on one model: rebalance now and then, read and handle until stopped."""
+        every = self.lease_ms / 3000  # renew well before a lease runs out
+        next_rebalance = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_rebalance:
+                await consumer.rebalance()
+                next_rebalance = time.monotonic() + every
+            if await consumer.poll(None if self.burst else self.block_ms):
+                continue
+            if self.burst and await consumer.settled():
+                return
+            if self.burst or not consumer.owned:
+                # Nothing to read yet: wait for a lease to come free (or for stop), not a spin.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stop.wait(), timeout=max(0.0, next_rebalance - time.monotonic())
+                    )
+
+    # --- health ------------------------------------------------------------------------------
+
+    def _totals(self) -> dict[str, Any]:
+        stats = self.stats
+        return {
+            "handled": stats.handled,
+            "skipped": stats.skipped,
+            "retried": stats.retried,
+            "dead_lettered": stats.dead_lettered,
+            "batches": stats.batches,
+        }
+
+    async def _report_health(self, client: aioredis.Redis, consumers: list[GroupConsumer]) -> None:
+        """Write the health key of each group every ``health_every`` seconds, with a TTL."""
+        ttl = max(1, int(self.health_every * 3 * 1000))
+        while True:
+            report = {
+                "consumer": self.name,
+                "pid": os.getpid(),
+                "started": self.started,
+                "at": time.time(),
+                **self._totals(),
+            }
+            async with client.pipeline(transaction=False) as pipe:
+                for sub in self.subscribers:
+                    held = {
+                        c.model.__name__: sorted(c.owned) for c in consumers if c.subscriber is sub
+                    }
+                    payload = json.dumps({**report, "partitions": held})
+                    pipe.set(health_key(sub.name, self.name), payload, px=ttl)
+                await pipe.execute()
+            await asyncio.sleep(self.health_every)  # the reporting period
+
+    async def _clear_health(self, client: aioredis.Redis) -> None:
+        await client.delete(*(health_key(sub.name, self.name) for sub in self.subscribers))
+
+
+class Health(dict[str, Any]):
+    """One consumer's health report, as its runner last wrote it."""
+
+
+async def check_health(
+    client: aioredis.Redis, subscribers: Sequence[Subscriber], *, max_age: float = 15.0
+) -> dict[str, list[Health]]:
+    """Return, per subscriber name, the fresh health reports of its live consumers.
+
+    A subscriber with an empty list has no runner that reported within ``max_age`` seconds.
+    """
+    found: dict[str, list[Health]] = {}
+    now = time.time()
+    for sub in subscribers:
+        reports: list[Health] = []
+        async for key in client.scan_iter(match=health_pattern(sub.name), count=1000):
+            raw = await client.get(key)
+            if raw is None:
+                continue
+            report = Health(json.loads(text(raw)))
+            if now - float(report.get("at", 0)) <= max_age:
+                reports.append(report)
+        found[sub.name] = reports
+    return found
