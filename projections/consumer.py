@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from streamstore._logging import get_logger
-from streamstore.events import Event, decode_entry, text
+from streamstore.events import decode_entry, text
 from streamstore.executor import hold_lease, release_lease
-from streamstore.projections.subscriber import Change, Subscriber
+from streamstore.projections.subscriber import Change, Subscriber, change_of
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -38,8 +38,6 @@ __all__ = ["GroupConsumer", "Stats"]
 PENDING = "0"
 #: Position of a partition whose backlog is done: new entries only.
 NEW = ">"
-
-_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
 
 
 @dataclass(slots=True)
@@ -82,6 +80,8 @@ class GroupConsumer:
         self.upcast = model.__ss_meta__.upcast
         #: Partitions held, and where reading each goes on (`PENDING` or `NEW`).
         self.owned: dict[int, str] = {}
+        #: Partitions whose feed lost entries this group had not read (see `_behind_retention`).
+        self.behind: set[int] = set()
         self.log = get_logger().bind(subscriber=self.group, model=model.__name__, consumer=consumer)
 
     def _keys(self, partition: int) -> GroupKeys:
@@ -143,6 +143,37 @@ class GroupConsumer:
                 break
         self.owned[partition] = PENDING
         self.log.info("subscriber.lease.acquired", partition=partition, claimed=claimed)
+        if await self._behind_retention(feed):
+            self.behind.add(partition)
+            self.log.warning(
+                "subscriber.behind_retention",
+                partition=partition,
+                hint="changes were trimmed from the feed before this group read them; "
+                "catch up from the instance streams (projections.runner.catch_up)",
+            )
+
+    async def _behind_retention(self, feed: str) -> bool:
+        """Tell whether entries this group had not read yet were removed from ``feed``.
+
+        Redis 7.0 reports neither directly (a group's ``lag`` still counts trimmed entries,
+        ``max-deleted-entry-id`` only XDEL), so: the group is behind if the feed is empty but
+        made ids past the group's position, or its first entry lies past that position while
+        more entries were added than the group read and the feed still holds.
+        """
+        stream: Any = await self.client.xinfo_stream(feed)
+        groups: Any = await self.client.xinfo_groups(feed)
+        mine = next(g for g in groups if text(g["name"]) == self.group)
+        position = _stream_id(text(mine["last-delivered-id"]))
+        deleted = stream.get("max-deleted-entry-id")
+        if deleted is not None and _stream_id(text(deleted)) > position:
+            return True  # XDEL took an entry the group had not read
+        first = stream.get("first-entry")
+        if first is None:
+            return _stream_id(text(stream["last-generated-id"])) > position
+        if _stream_id(text(first[0])) <= position:
+            return False
+        read = int(mine.get("entries-read") or 0)
+        return int(stream["entries-added"]) - read > int(stream["length"])
 
     async def release_all(self) -> None:
         """Give back every lease and leave the group's members (a clean shutdown)."""
@@ -241,15 +272,8 @@ class GroupConsumer:
         if not fields:
             return None  # trimmed from the feed while it was pending: nothing left to deliver
         values = {text(name): text(value) for name, value in fields.items()}
-        event: Event | None = decode_entry(values["id"], values)
-        if self.upcast is not None and event is not None:
-            event = self.upcast(event)
-        if event is None:
-            return None
-        own = {name: getattr(event, name) for name in _EVENT_FIELDS}
-        return Change(
-            **own, model=self.model, pk=values["pk"], feed_id=feed_id, deliveries=deliveries
-        )
+        event = decode_entry(values["id"], values)
+        return change_of(event, self.model, values["pk"], feed_id=feed_id, deliveries=deliveries)
 
     async def _deliveries(self, keys: GroupKeys, entries: Sequence[Any]) -> dict[str, int]:
         """Return how often each pending entry was delivered already (XPENDING)."""
@@ -343,3 +367,9 @@ class GroupConsumer:
             deliveries=attempts,
             error=repr(exc),
         )
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """Return a stream entry id as a tuple that sorts like the stream does."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

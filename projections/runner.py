@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from streamstore._logging import get_logger
@@ -24,13 +25,14 @@ from streamstore.errors import ConfigurationError
 from streamstore.events import text
 from streamstore.keys import health_key, health_pattern
 from streamstore.projections.consumer import GroupConsumer, Stats
+from streamstore.projections.subscriber import change_of
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from streamstore.projections.subscriber import Subscriber
 
-__all__ = ["Health", "Runner", "check_health"]
+__all__ = ["Health", "Runner", "catch_up", "check_health"]
 
 #: Shorter leases would expire between two renewals of a busy consumer.
 MIN_LEASE_MS = 100
@@ -78,7 +80,19 @@ class Runner:
         self.stats = Stats()
         self.started = time.time()
         self._stop = asyncio.Event()
+        self._consumers: list[GroupConsumer] = []
         self.log = get_logger().bind(consumer=self.name)
+
+    def behind_retention(self) -> dict[tuple[str, str], list[int]]:
+        """Return, per (subscriber, model class), the partitions whose feed lost unread changes.
+
+        Trimmed by ``Meta.feed_maxlen`` before the group read them: a case for `catch_up`.
+        """
+        return {
+            (c.subscriber.name, c.model.__name__): sorted(c.behind)
+            for c in self._consumers
+            if c.behind
+        }
 
     def stop(self) -> None:
         """Ask the runner to finish: no new reads; batches in hand are handled and acknowledged."""
@@ -117,6 +131,7 @@ class Runner:
             for sub in self.subscribers
             for model in sub.models
         ]
+        self._consumers = consumers
         for consumer in consumers:
             await consumer.setup()
         self.log.info(
@@ -214,3 +229,25 @@ async def check_health(
                 reports.append(report)
         found[sub.name] = reports
     return found
+
+
+async def catch_up(
+    subscriber: Subscriber, *, since: datetime | None = None, redis: ClientSource = None
+) -> int:
+    """Hand every change since ``since`` to the subscriber's handler, from the instance streams.
+
+    The instance streams are the durable history; this goes instance by instance, each in seq
+    order. For a group that fell behind the feed's retention, or a new subscriber that needs history
+    older than the feed keeps. It uses no consumer group (nothing is acknowledged); handlers
+    should be idempotent, as changes the group also delivers arrive twice. Returns how many
+    changes were handled.
+    """
+    client = resolve_client(redis)
+    handled = 0
+    for model in subscriber.models:
+        async for pk, event in model.replayer(client).iter_events(since=since):
+            change = change_of(event, model, pk)
+            if change is not None and subscriber.wants(change):
+                await subscriber.handler(change)
+                handled += 1
+    return handled

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from streamstore.model import BaseRedisModel
     from streamstore.operations import FieldPath
 
-__all__ = ["Change", "Handler", "Subscriber", "subscriber"]
+__all__ = ["Change", "Handler", "Subscriber", "change_of", "subscriber"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,29 @@ class Change(Event):
 
 #: What a subscriber runs for each change; it must not return before the change is handled.
 Handler = Callable[[Change], Awaitable[None]]
+
+_EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
+
+
+def change_of(
+    event: Event,
+    model: type[BaseRedisModel],
+    pk: str,
+    *,
+    feed_id: str = "",
+    deliveries: int = 1,
+) -> Change | None:
+    """Return ``event`` of instance ``pk`` as a `Change`, upcast to the model's schema.
+
+    None when an upcaster drops it (it means nothing under the current schema).
+    """
+    upcast = model.__ss_meta__.upcast
+    current = event if upcast is None else upcast(event)
+    if current is None:
+        return None
+    own = {name: getattr(current, name) for name in _EVENT_FIELDS}
+    return Change(**own, model=model, pk=pk, feed_id=feed_id, deliveries=deliveries)
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
