@@ -152,3 +152,44 @@ class GroupKeys:
     lease: str
     dead: str
     handled: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKeys:
+    """The keys of one model class's field indexes (`streamstore.projections.field_index`).
+
+    Every key carries the hash tag ``{<prefix>}`` (no partition number, unlike the instance
+    keys), so one update of several fields, and the intersection of several fields' sets,
+    touch one cluster slot::
+
+        streamstore:index:{User}                    the indexed field names (a set)
+        streamstore:index:{User}:email              per pk, "<event id> <value>" (a hash)
+        streamstore:index:{User}:email=<value>      the pks whose email is <value> (a set)
+
+    ``<value>`` is the field value's JSON text (``"ann@example.com"`` with its quotes, ``30``,
+    ``null``); nested fields are dotted (``profile.email``). Field names hold no ``=``, so a
+    values hash never collides with a members set.
+    """
+
+    prefix: str
+
+    @property
+    def fields(self) -> str:
+        """Return the key of the set of indexed field names of the class."""
+        return f"streamstore:index:{{{self.prefix}}}"
+
+    def values(self, field: str) -> str:
+        """Return the key of the hash: pk -> the id of the event indexed last, and the value."""
+        return f"{self.fields}:{field}"
+
+    def members(self, field: str, value: str) -> str:
+        """Return the key of the set of pks whose ``field`` holds ``value`` (JSON text).
+
+        With ``value=""`` it is the prefix the index script appends a value to.
+        """
+        return f"{self.values(field)}={value}"
+
+
+def index_keys(prefix: str) -> IndexKeys:
+    """Return the field index keys of the model class with key prefix ``prefix``."""
+    return IndexKeys(prefix)

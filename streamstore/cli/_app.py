@@ -21,7 +21,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from streamstore.connection import RedisSettings
 from streamstore.errors import StreamStoreError
-from streamstore.events import Event
 from streamstore.keys import InstanceKeys, instance_keys_of
 from streamstore.model import BaseRedisModel
 
@@ -144,12 +143,6 @@ def compact(value: Any) -> str:
 
 def echo_json(record: dict[str, Any], out: IO[str] | None = None) -> None:
     typer.echo(compact(record), file=out)  # click.echo flushes: live output through pipes
-
-
-def event_line(model: type[BaseRedisModel], pk: str, event: Event) -> dict[str, Any]:
-    """One line of the audit log (export, tail --json): the event, whose it is first."""
-    key = model.__ss_meta__.keys.for_pk(pk).doc
-    return {"model": model.__name__, "key": key, "pk": pk, **event.to_dict()}
 
 
 def plural(count: int, noun: str) -> str:

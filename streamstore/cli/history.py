@@ -25,7 +25,6 @@ from streamstore.cli._app import (
     compact,
     connect,
     echo_json,
-    event_line,
     instance_keys,
     load_model,
     parse_time,
@@ -36,6 +35,7 @@ from streamstore.cli._app import (
 )
 from streamstore.connection import DEFAULT_URL
 from streamstore.model import BaseRedisModel
+from streamstore.projections.audit_log import audit_record
 from streamstore.projections.feed import follow_feed
 from streamstore.projections.history import HistoryQuery, field_path, iter_history
 from streamstore.projections.replay import replay_at
@@ -157,7 +157,7 @@ def export(
             with progress("events") as advance:
                 walk = cls.replayer(client).iter_events(since=moment, batch=batch)
                 async for pk, event in walk:
-                    echo_json(event_line(cls, pk, event), out)
+                    echo_json(audit_record(cls, pk, event), out)
                     events += 1
                     pks.add(pk)
                     advance()
@@ -197,7 +197,7 @@ def tail(
             contextlib.aclosing(follow_feed(client, cls.__ss_meta__.keys)) as events,
         ):
             async for pk, event in events:
-                line = event_line(cls, pk, event)
+                line = audit_record(cls, pk, event)
                 if as_json:
                     echo_json(line)
                 else:
