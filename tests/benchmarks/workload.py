@@ -36,13 +36,20 @@ DOC: dict[str, Any] = {
 
 
 def make_user_model(
-    url: str, prefix: str, *, profile: bool = False, snapshot_every: int = 0
+    url: str,
+    prefix: str,
+    *,
+    profile: bool = False,
+    snapshot_every: int = 0,
+    feed_maxlen: int = FEED_MAXLEN,
 ) -> type[BaseRedisModel]:
     """The user model, named ``prefix`` and stored under it; ``profile`` adds six scalar fields.
 
-    ``snapshot_every`` is the model's ``Meta.snapshot_every`` (0, the default: no snapshots).
+    ``snapshot_every`` is the model's ``Meta.snapshot_every`` (0, the default: no snapshots);
+    ``feed_maxlen`` its ``Meta.feed_maxlen`` (raise it to keep every event in the change feed).
     """
     every = snapshot_every  # (a class body cannot read an enclosing name it also assigns)
+    maxlen = feed_maxlen
 
     class User(BaseRedisModel):
         name: str
@@ -61,7 +68,7 @@ def make_user_model(
             redis = url
             key_prefix = prefix
             partitions = PARTITIONS
-            feed_maxlen = FEED_MAXLEN
+            feed_maxlen = maxlen
             snapshot_every = every
 
     User.__name__ = User.__qualname__ = prefix
