@@ -15,14 +15,15 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from streamstore._logging import get_logger
-from streamstore.events import decode_entry, text
+from streamstore._logging import debug_enabled, get_logger
+from streamstore.errors import CorruptEventError
+from streamstore.events import decode_bytes_entry, decode_entry, text
 from streamstore.executor import hold_lease, release_lease
 from streamstore.projections.subscriber import Change, Subscriber, change_of
 
@@ -38,6 +39,8 @@ __all__ = ["GroupConsumer", "Stats"]
 PENDING = "0"
 #: Position of a partition whose backlog is done: new entries only.
 NEW = ">"
+#: Pending entries claimed per call when taking a partition over.
+CLAIM_PAGE = 1000
 
 
 @dataclass(slots=True)
@@ -101,8 +104,13 @@ class GroupConsumer:
 
     # --- leases ------------------------------------------------------------------------------
 
-    async def rebalance(self) -> None:
-        """Heartbeat, renew held leases, give back extras, take free partitions up to a share."""
+    async def keep_alive(self) -> int:
+        """Heartbeat and renew every held lease (dropping those lost); return the live members.
+
+        The runner calls this on its own schedule, also while a batch is being handled: a
+        long batch must not let its partition's lease run out under it, or another consumer
+        would take the partition over and handle the same changes at the same time.
+        """
         now = int(time.time() * 1000)
         members = self.keys.members(self.group)
         async with self.client.pipeline(transaction=False) as pipe:
@@ -110,17 +118,24 @@ class GroupConsumer:
             pipe.zremrangebyscore(members, "-inf", now - self.lease_ms)
             pipe.zcard(members)
             *_, live = await pipe.execute()
-        share = math.ceil(self.keys.partitions / max(1, int(live)))
         for partition in list(self.owned):
-            if not await hold_lease(
-                self.client, self._keys(partition).lease, self.consumer, self.lease_ms
-            ):
-                del self.owned[partition]
+            lease = self._keys(partition).lease
+            held = await hold_lease(self.client, lease, self.consumer, self.lease_ms)
+            if not held and self.owned.pop(partition, None) is not None:
                 self.log.warning("subscriber.lease.lost", partition=partition)
+        return int(live)
+
+    async def rebalance(self) -> None:
+        """Keep alive, give back partitions above a fair share, take free ones up to it.
+
+        The share is the partitions divided by the live members of the group.
+        """
+        live = await self.keep_alive()
+        share = math.ceil(self.keys.partitions / max(1, live))
         while len(self.owned) > share:
             partition = max(self.owned)
             await release_lease(self.client, self._keys(partition).lease, self.consumer)
-            del self.owned[partition]
+            self.owned.pop(partition, None)
             self.log.info("subscriber.lease.released", partition=partition)
         for partition in range(self.keys.partitions):
             if len(self.owned) >= share:
@@ -132,15 +147,27 @@ class GroupConsumer:
                 await self._take_over(partition)
 
     async def _take_over(self, partition: int) -> None:
-        """Claim what earlier holders of ``partition`` read but did not acknowledge."""
-        feed, claimed, cursor = self._keys(partition).feed, 0, "0-0"
+        """Claim what earlier holders of ``partition`` read but did not acknowledge.
+
+        JUSTID: claiming must not count as a delivery; the pending read that follows does.
+        """
+        feed, claimed, start = self._keys(partition).feed, 0, "0-0"
         while True:
-            reply = await self.client.xautoclaim(
-                feed, self.group, self.consumer, min_idle_time=0, start_id=cursor, count=1000
+            # (redis-py returns only the ids with JUSTID, not the cursor: page by the last id.)
+            ids: Any = await self.client.xautoclaim(
+                feed,
+                self.group,
+                self.consumer,
+                min_idle_time=0,
+                start_id=start,
+                count=CLAIM_PAGE,
+                justid=True,
             )
-            cursor, claimed = text(reply[0]), claimed + len(reply[1])
-            if cursor == "0-0":
+            claimed += len(ids)
+            if len(ids) < CLAIM_PAGE:
                 break
+            ms, seq = _stream_id(text(ids[-1]))
+            start = f"{ms}-{seq + 1}"
         self.owned[partition] = PENDING
         self.log.info("subscriber.lease.acquired", partition=partition, claimed=claimed)
         if await self._behind_retention(feed):
@@ -183,23 +210,30 @@ class GroupConsumer:
         await self.client.zrem(self.keys.members(self.group), self.consumer)
 
     async def settled(self) -> bool:
-        """Tell whether nothing is left for this consumer in burst mode.
+        """Tell whether the group has nothing left to do on this class (burst mode's exit).
 
-        True when every held partition has no pending backlog left and every other partition
-        is held by a live member (a dead one's lease must expire and be taken over first).
+        True when every held partition's pending backlog is done and, on every partition, the
+        group has no entry pending and none undelivered. Partitions held by other consumers
+        count too: a consumer that just died still looks alive until its leases run out, and
+        its work must be taken over before a burst run may end.
         """
         if any(position != NEW for position in self.owned.values()):
             return False
-        others = [p for p in range(self.keys.partitions) if p not in self.owned]
-        if not others:
-            return True
-        now = int(time.time() * 1000)
-        found: Any = await self.client.zrangebyscore(
-            self.keys.members(self.group), now - self.lease_ms, "+inf"
-        )
-        live = {text(member) for member in found}
-        holders = await self.client.mget([self._keys(p).lease for p in others])
-        return all(holder is not None and text(holder) in live for holder in holders)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for partition in range(self.keys.partitions):
+                feed = self._keys(partition).feed
+                pipe.xinfo_groups(feed)
+                pipe.xinfo_stream(feed)
+            replies = await pipe.execute()
+        for groups, stream in zip(replies[0::2], replies[1::2], strict=True):
+            mine = next(g for g in groups if text(g["name"]) == self.group)
+            if mine["pending"]:
+                return False
+            last = stream["last-entry"]  # the newest entry still there (trimmed ones are gone)
+            delivered = _stream_id(text(mine["last-delivered-id"]))
+            if last is not None and _stream_id(text(last[0])) > delivered:
+                return False
+        return True
 
     # --- reading and handling ----------------------------------------------------------------
 
@@ -221,18 +255,29 @@ class GroupConsumer:
             for name, entries in (reply.items() if isinstance(reply, dict) else reply or [])
         }
         moved = False
+        acks: dict[str, list[str]] = {}
         for partition, position in list(self.owned.items()):
-            entries = found.get(self._keys(partition).feed)
+            feed = self._keys(partition).feed
+            entries = found.get(feed)
             if entries:
-                await self._handle(partition, entries, pending=position == PENDING)
+                acks[feed] = await self._handle(partition, entries, pending=position == PENDING)
                 moved = True
             elif position == PENDING:
                 self.owned[partition] = NEW  # this partition's backlog is done
                 moved = True
+        if any(acks.values()):  # every partition's acknowledgements in one round trip
+            async with self.client.pipeline(transaction=False) as pipe:
+                for feed, ids in acks.items():
+                    if ids:
+                        pipe.xack(feed, self.group, *ids)
+                await pipe.execute()
         return moved
 
-    async def _handle(self, partition: int, entries: Sequence[Any], *, pending: bool) -> None:
-        """Handle a batch of one partition: per instance in order, then acknowledge it."""
+    async def _handle(self, partition: int, entries: Sequence[Any], *, pending: bool) -> list[str]:
+        """Handle a batch of one partition, per instance in order; return the ids to acknowledge.
+
+        Dead-lettered changes are acknowledged already, with their dead letter.
+        """
         keys = self._keys(partition)
         started = time.perf_counter()
         acks: list[str] = []
@@ -240,7 +285,12 @@ class GroupConsumer:
         counts = await self._deliveries(keys, entries) if pending else {}
         for feed_id, fields in entries:
             fid = text(feed_id)
-            change = self._change(fid, fields, counts.get(fid, 1))
+            try:
+                change = self._change(fid, fields, counts.get(fid, 1))
+            except CorruptEventError as exc:  # a poison entry must not stop the runner
+                await self._park(keys, {**fields, "feed_id": fid}, exc, fid)
+                self.log.exception("subscriber.dead_letter", feed_id=fid, error=repr(exc))
+                continue
             if change is None or not self.subscriber.wants(change):
                 acks.append(fid)
                 self.stats.skipped += 1
@@ -252,16 +302,16 @@ class GroupConsumer:
         else:
             for done in await asyncio.gather(*(self._run(keys, run) for run in runs.values())):
                 acks += done
-        if acks:
-            await self.client.xack(keys.feed, self.group, *acks)
         self.stats.batches += 1
-        self.log.debug(
-            "subscriber.batch",
-            partition=partition,
-            entries=len(entries),
-            instances=len(runs),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        if debug_enabled():
+            self.log.debug(
+                "subscriber.batch",
+                partition=partition,
+                entries=len(entries),
+                instances=len(runs),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        return acks
 
     def _change(self, feed_id: str, fields: Any, deliveries: int) -> Change | None:
         """Decode a feed entry into a `Change` (upcast first).
@@ -271,6 +321,18 @@ class GroupConsumer:
         """
         if not fields:
             return None  # trimmed from the feed while it was pending: nothing left to deliver
+        if self.upcast is None:
+            try:  # the common case, several times cheaper: bytes fields straight into a Change
+                return decode_bytes_entry(
+                    fields,
+                    Change,
+                    model=self.model,
+                    pk=text(fields[b"pk"]),
+                    feed_id=feed_id,
+                    deliveries=deliveries,
+                )
+            except (KeyError, ValueError, TypeError):
+                pass  # str fields (a decoding client), or a malformed entry: the full path says
         values = {text(name): text(value) for name, value in fields.items()}
         event = decode_entry(values["id"], values)
         return change_of(event, self.model, values["pk"], feed_id=feed_id, deliveries=deliveries)
@@ -289,8 +351,14 @@ class GroupConsumer:
         return {text(item["message_id"]): int(item["times_delivered"]) for item in found}
 
     async def _run(self, keys: GroupKeys, run: list[Change]) -> list[str]:
-        """Handle one instance's changes in seq order; return the feed ids to acknowledge."""
-        return [change.feed_id for change in run if await self._deliver(keys, change)]
+        """Handle one instance's changes in seq order; return the feed ids to acknowledge.
+
+        With a concurrency limit, one instance's run takes one slot from start to end.
+        """
+        if self.limit is None:
+            return [change.feed_id for change in run if await self._deliver(keys, change)]
+        async with self.limit:
+            return [change.feed_id for change in run if await self._deliver(keys, change)]
 
     async def _deliver(self, keys: GroupKeys, change: Change) -> bool:
         """Run the handler, retrying; True if handled (to ack), False if dead-lettered."""
@@ -301,7 +369,7 @@ class GroupConsumer:
         attempt = change.deliveries
         while True:
             try:
-                await self._call(subscriber.handler, change)
+                await subscriber.handler(change)
             except Exception as exc:  # noqa: BLE001 (any handler failure is retried, then parked)
                 if attempt >= subscriber.max_deliveries:
                     await self._dead_letter(keys, change, exc, attempt)
@@ -325,13 +393,6 @@ class GroupConsumer:
         self.stats.handled += 1
         return True
 
-    async def _call(self, handler: Callable[[Change], Awaitable[None]], change: Change) -> None:
-        if self.limit is None:
-            await handler(change)
-            return
-        async with self.limit:
-            await handler(change)
-
     async def _already_handled(self, keys: GroupKeys, change: Change) -> bool:
         last = await self.client.hget(keys.handled, change.pk)
         return last is not None and int(last) >= change.seq
@@ -339,7 +400,7 @@ class GroupConsumer:
     async def _dead_letter(
         self, keys: GroupKeys, change: Change, exc: BaseException, attempts: int
     ) -> None:
-        """Park ``change`` in the dead-letter stream with its error, and acknowledge it, at once."""
+        """Park ``change`` in the dead-letter stream with its error, and acknowledge it."""
         record = {
             "pk": change.pk,
             "id": change.id,
@@ -351,15 +412,8 @@ class GroupConsumer:
             "ts": change.ts,
             "feed_id": change.feed_id,
             "deliveries": attempts,
-            "consumer": self.consumer,
-            "error": repr(exc),
-            "traceback": "".join(traceback.format_exception(exc))[-4000:],
         }
-        async with self.client.pipeline(transaction=True) as pipe:  # one slot: dead + feed
-            pipe.xadd(keys.dead, record)  # type: ignore[arg-type]
-            pipe.xack(keys.feed, self.group, change.feed_id)
-            await pipe.execute()
-        self.stats.dead_lettered += 1
+        await self._park(keys, record, exc, change.feed_id)
         self.log.error(
             "subscriber.dead_letter",
             pk=change.pk,
@@ -367,6 +421,26 @@ class GroupConsumer:
             deliveries=attempts,
             error=repr(exc),
         )
+
+    async def _park(
+        self, keys: GroupKeys, record: dict[Any, Any], exc: BaseException, feed_id: str
+    ) -> None:
+        """Add ``record`` and the error to the dead-letter stream and acknowledge ``feed_id``.
+
+        One MULTI (dead letters and feed share a slot): never parked without being acknowledged,
+        nor acknowledged without being parked.
+        """
+        record = {
+            **record,
+            "consumer": self.consumer,
+            "error": repr(exc),
+            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+        }
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.dead, record)
+            pipe.xack(keys.feed, self.group, feed_id)
+            await pipe.execute()
+        self.stats.dead_lettered += 1
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:

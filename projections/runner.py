@@ -152,21 +152,35 @@ class Runner:
     async def _consume(self, consumer: GroupConsumer) -> None:
         """One group on one model: rebalance now and then, read and handle until stopped."""
         every = self.lease_ms / 3000  # renew well before a lease runs out
-        next_rebalance = 0.0
+        alive = asyncio.create_task(self._keep_alive(consumer, every))
+        try:
+            next_rebalance = 0.0
+            while not self._stop.is_set():
+                if time.monotonic() >= next_rebalance:
+                    await consumer.rebalance()
+                    next_rebalance = time.monotonic() + every
+                if await consumer.poll(None if self.burst else self.block_ms):
+                    continue
+                if self.burst and await consumer.settled():
+                    return
+                if self.burst or not consumer.owned:
+                    # Nothing to read yet: wait for a lease to come free (or for stop).
+                    await self._pause(max(0.0, next_rebalance - time.monotonic()))
+        finally:
+            alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await alive
+
+    async def _keep_alive(self, consumer: GroupConsumer, every: float) -> None:
+        """Renew the consumer's leases on a clock of their own, also while it handles a batch."""
         while not self._stop.is_set():
-            if time.monotonic() >= next_rebalance:
-                await consumer.rebalance()
-                next_rebalance = time.monotonic() + every
-            if await consumer.poll(None if self.burst else self.block_ms):
-                continue
-            if self.burst and await consumer.settled():
-                return
-            if self.burst or not consumer.owned:
-                # Nothing to read yet: wait for a lease to come free (or for stop), not a spin.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stop.wait(), timeout=max(0.0, next_rebalance - time.monotonic())
-                    )
+            await self._pause(every)
+            await consumer.keep_alive()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the runner is stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     # --- health ------------------------------------------------------------------------------
 

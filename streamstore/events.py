@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -19,6 +19,7 @@ from streamstore.operations import OPERATIONS, FieldPath, parse_event_path
 __all__ = [
     "Entry",
     "Event",
+    "decode_bytes_entry",
     "decode_entry",
     "decode_flat_entry",
     "flat_entry",
@@ -147,6 +148,31 @@ def _decode(eid: str, values: dict[str, str]) -> Event:
 
 #: Shared by every event written without metadata (most of them); never mutated.
 _EMPTY_META: Mapping[str, Any] = MappingProxyType({})
+
+E = TypeVar("E", bound=Event)
+
+
+def decode_bytes_entry(fields: Mapping[bytes, bytes], cls: type[E], **extra: Any) -> E:
+    """Decode an entry whose names and values are bytes (what clients return by default).
+
+    The fast path of `decode_entry` for subscribers: into ``cls`` (`Event` or a subclass, with
+    ``extra`` fields), with no str round trip. Raises KeyError, ValueError or TypeError where
+    the entry is not well-formed or not bytes; `decode_entry` then says precisely what is wrong.
+    """
+    meta = fields[b"meta"]
+    mv = fields.get(b"mv")
+    return cls(
+        id=fields[b"id"].decode(),
+        seq=int(fields[b"seq"]),
+        type=_TYPES[fields[b"type"]],
+        path=fields[b"path"].decode(),
+        data=loads(fields[b"data"]),
+        ts=int(fields[b"ts"]),
+        meta=_EMPTY_META if meta == b"{}" else loads(meta),
+        v=fields[b"v"].decode(),
+        model_version=1 if mv is None else int(mv),
+        **extra,
+    )
 
 
 # --- entries as replay reads them: only what folding needs, decoded when it needs it ----------

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 
 import pytest
+import redis.asyncio as aioredis
 from pydantic import Field
 
 from streamstore import BaseRedisModel, ConfigurationError, event_context, rename_field
@@ -148,6 +149,33 @@ async def test_after_max_deliveries_a_change_is_dead_lettered_and_the_rest_goes_
     assert json.loads(parked[b"data"]) == {"value": "tag0"}
     assert b"ValueError" in parked[b"traceback"]
     assert (await redis.xpending(keys.feed, "strict"))["pending"] == 0
+
+
+async def test_a_malformed_feed_entry_is_dead_lettered_and_does_not_stop_the_runner(redis):
+    made = await tasks(1, appends=1)
+    feed = Task.__ss_meta__.keys.feed(Task.__ss_meta__.keys.partition(made[0].pk))
+    await redis.xadd(feed, {"pk": made[0].pk, "id": "1-0", "type": "no.such.type"})
+    await made[0].done.set(True)
+    record, seen = recorder(name="robust")
+    runner = await burst(record)
+    assert [c.seq for c in seen] == [1, 2, 3] and runner.stats.dead_lettered == 1
+    dead = Task.__ss_meta__.keys.group_keys(Task.__ss_meta__.keys.partition(made[0].pk), "robust")
+    ((_, parked),) = await redis.xrange(dead.dead)
+    assert parked[b"type"] == b"no.such.type" and b"CorruptEventError" in parked[b"error"]
+
+
+async def test_a_client_that_decodes_responses_gets_the_same_changes(redis_url, redis):
+    await tasks(2)
+    record, seen = recorder(name="decoded")
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await burst(record, redis=client)
+    finally:
+        await client.aclose()
+    assert (
+        sorted((c.seq, c.type) for c in seen)
+        == [(1, "saved")] * 2 + [(2, "list.append")] * 2 + [(3, "list.append")] * 2
+    )
 
 
 async def test_dedupe_skips_changes_already_handled_when_they_come_again(redis):
