@@ -41,8 +41,8 @@ MIN_LEASE_MS = 100
 class Runner:
     """Runs subscribers: each consumes its models' change feeds as one member of its group.
 
-    ``concurrency`` bounds handlers running at once (changes of one instance always run one
-    after another, in seq order). ``lease_ms`` is how long a partition stays with a consumer
+    ``concurrency`` bounds the instances being handled at once (changes of one instance always
+    run one after another, in seq order). ``lease_ms`` is how long a partition stays with a consumer
     that stopped renewing it (a crashed one): the delay before another takes over.
     """
 
