@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import types
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +24,7 @@ import pytest
 import redis
 from cli_models import Customer, PersonV1, Ticket
 from typer.testing import CliRunner
+from waiting import wait_until
 
 from streamstore import event_context
 from streamstore.cli import app
@@ -59,14 +59,6 @@ def cli(*args: str, code: int = 0):
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
-
-
-def wait_until(condition, what: str):
-    deadline = time.monotonic() + DEADLINE
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)  # a poll interval, not a synchronisation
-    return found
 
 
 def after_this_ms(db, ts: int) -> None:

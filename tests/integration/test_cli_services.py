@@ -8,12 +8,12 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
 from sample_services import Ticket
 from typer.testing import CliRunner
+from waiting import wait_until
 
 from streamstore.cli import app
 
@@ -78,11 +78,11 @@ def test_check_is_unhealthy_without_a_runner_and_healthy_while_one_runs(db, redi
         text=True,
     )
     try:
-        deadline = time.monotonic() + DEADLINE
-        while not db.keys("streamstore:health:ticket-log:*"):
-            assert runner.poll() is None, runner.communicate()
-            assert time.monotonic() < deadline, "the runner never reported health"
-            time.sleep(0.02)  # polling a condition, with a deadline
+        wait_until(
+            lambda: db.keys("streamstore:health:ticket-log:*") or runner.poll() is not None,
+            "the runner to report health",
+        )
+        assert runner.poll() is None, runner.communicate()
         result = cli("check", "sample_services:ticket_log")
         assert result.stdout.startswith("ticket-log: healthy, 1 runner")
         runner.send_signal(signal.SIGTERM)

@@ -18,7 +18,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from subscriber_workers import (
     run_term_consumer,
     write_backlog,
 )
+from waiting import eventually
 
 from streamstore import BaseRedisModel
 from streamstore.keys import health_key
@@ -50,15 +51,6 @@ POLL = 0.005  # seconds between two looks at Redis while waiting for a condition
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(POLL)
 
 
 def parse(raw: Iterable[str]) -> list[tuple[str, int, int]]:
@@ -130,7 +122,7 @@ async def wait_for_leases_to_lapse(
     async def lapsed() -> bool:
         return all(holder is None for holder in await lease_holders(client, model, group))
 
-    await wait_until(lapsed, within=within, what=f"the leases of group {group!r} to expire")
+    await eventually(lapsed, f"the leases of group {group!r} to expire", within=within)
 
 
 async def save_all(items: Sequence[BaseRedisModel]) -> None:
@@ -247,9 +239,9 @@ async def live_and_die(
 
     try:
         if cycle.self_kill:
-            await wait_until(died, within=CYCLE_TIMEOUT, what=f"the child to die, {where}")
+            await eventually(died, f"the child to die, {where}", within=CYCLE_TIMEOUT)
         elif kill_after:
-            await wait_until(reached, within=CYCLE_TIMEOUT, what=f"{kill_after} handled, {where}")
+            await eventually(reached, f"{kill_after} handled, {where}", within=CYCLE_TIMEOUT)
             await asyncio.sleep(rng.random() * 0.01)  # a random kill point, not a sync
     except AssertionError as exc:  # it could not get k changes: were some left stuck?
         pending = await pending_in_group(client, CrashItem, CRASH_GROUP)
@@ -386,7 +378,7 @@ async def test_three_consumers_share_a_group_and_another_group_sees_everything_t
         return all(sum(len(seen[label]) for label in labels) >= total for labels in groups.values())
 
     try:
-        await wait_until(everything_handled, within=LOAD_TIMEOUT, what="both groups")
+        await eventually(everything_handled, "both groups", within=LOAD_TIMEOUT)
     finally:
         for runner in runners:
             runner.stop()
@@ -453,7 +445,7 @@ async def test_sigterm_drains_the_batch_in_hand_and_exits_cleanly(redis_decoded)
         return await client.llen(record_key(label)) >= TERM_AT
 
     try:
-        await wait_until(holding, within=20, what=f"the child to hold change {TERM_AT}")
+        await eventually(holding, f"the child to hold change {TERM_AT}", within=20)
         # In the middle of a batch: it holds leases, reports its health, has entries unacked.
         assert label in await lease_holders(client, CrashItem, TERM_GROUP)
         health = await check_health(client, [term_subscriber()])
@@ -590,9 +582,9 @@ async def test_a_batch_that_outlasts_the_lease_is_not_handled_by_a_second_consum
         return len({seq for _, seq in handled}) == 40
 
     try:
-        await wait_until(first_is_handling, within=10, what="the first consumer to start")
+        await eventually(first_is_handling, "the first consumer to start", within=10)
         tasks.append(asyncio.create_task(second.async_run()))
-        await wait_until(all_handled, within=20, what="all 40 changes handled")
+        await eventually(all_handled, "all 40 changes handled", within=20)
     finally:
         first.stop()
         second.stop()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import defaultdict
 
 import pytest
 import redis.asyncio as aioredis
 from pydantic import Field
+from waiting import eventually
 
 from streamstore import BaseRedisModel, ConfigurationError, event_context, rename_field
 from streamstore.projections import Change, Runner, check_health, subscriber
@@ -240,21 +240,20 @@ async def test_a_running_runner_reports_health_and_stops_cleanly(redis):
     record, seen = recorder(name="live")
     runner = Runner(record, lease_ms=600, block_ms=100, health_every=0.05)
     running = asyncio.create_task(runner.async_run())
-    deadline = time.monotonic() + 10
 
     async def holds_every_partition() -> list:
         found = (await check_health(redis, [record]))["live"]
         return [r for r in found if sum(map(len, r["partitions"].values())) == 4]
 
-    while not (found := await holds_every_partition()):
-        assert time.monotonic() < deadline, "no health report with every partition held"
-        await asyncio.sleep(0.01)  # polling a condition, with a deadline
+    found = await eventually(holds_every_partition, "a health report with every partition held")
     assert found[0]["consumer"] == runner.name
     task = Task()
     await task.save()
-    while not seen:
-        assert time.monotonic() < deadline, "the change never arrived"
-        await asyncio.sleep(0.01)
+
+    async def arrived() -> bool:
+        return bool(seen)
+
+    await eventually(arrived, "the change to reach the handler")
     runner.stop()
     await running
     assert (await check_health(redis, [record]))["live"] == []

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import Field
+from waiting import eventually
 
 from streamstore import BaseRedisModel
 
@@ -18,15 +17,13 @@ class Session(BaseRedisModel):
         partitions = 1
 
 
-async def gone(redis, *keys: str, within: float = 5.0) -> bool:
+async def gone(redis, *keys: str) -> bool:
     """Wait until none of ``keys`` exists (Redis expires keys on its own clock)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while await redis.exists(*keys):
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)  # polling a condition with a deadline, not synchronising
-    return True
+
+    async def none_left() -> bool:
+        return not await redis.exists(*keys)
+
+    return await eventually(none_left, f"{keys} to expire", within=5.0)
 
 
 async def test_document_and_stream_expire_together_and_leave_no_orphan(redis):
