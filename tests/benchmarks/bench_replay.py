@@ -3,35 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import cProfile
-import gc
-import json
-import platform
-import pstats
 import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
-import redis
 import redis.asyncio as aioredis
 from workload import (
     DOC,
+    TAGS_CAP,
+    BenchmarkDataError,
+    Mix,
+    Row,
+    add_rounds_url_profile,
+    check,
     cleanup,
     close,
-    describe,
+    fill_defaults,
     make_user_model,
     parse_args_with_common,
+    print_profile,
+    profiled,
     run_on_server,
+    send,
+    table,
+    timed,
+    versions,
 )
 
 from streamstore import BaseRedisModel
 from streamstore import operations as ops
 from streamstore.executor import run_plans
-from streamstore.operations import Op
 from streamstore.projections.replay import PAGE
 
 # What the read side costs next to the bare reads it is made of. The raw side reads the same
@@ -51,56 +53,10 @@ MANY_PREFIX = "ReplayMany"  # many instances with short histories
 # --- writing the histories (setup, not measured) ----------------------------------------------
 
 
-class BenchmarkDataError(Exception):
-    """The benchmark's data is not what it wrote: its numbers would mean nothing."""
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise BenchmarkDataError(what)
-
-
 #: The event mix, repeated: mostly list appends, field sets and increments.
 CYCLE = ("append", "set", "incr", "append", "set_item", "set", "append", "incr", "set", "append")
-#: ``tags`` keeps its newest items only (an append on a full list pops the oldest instead), so
-#: the document stays small however long the history: what is measured is the events.
-TAGS_CAP = 50
-#: Operations per script call and calls per pipelined round trip while writing.
+#: Operations per script call while writing.
 OPS_PER_CALL = 10
-CALLS_PER_ROUND_TRIP = 500
-
-
-class Mix:
-    """The operations of one instance's history, in order (a local count keeps ``tags`` capped)."""
-
-    def __init__(self) -> None:
-        self.i = 0
-        self.tags = len(DOC["tags"])
-
-    def next(self) -> Op:
-        i, kind = self.i, CYCLE[self.i % len(CYCLE)]
-        self.i += 1
-        if kind == "append":
-            if self.tags >= TAGS_CAP:
-                self.tags -= 1
-                return ops.list_pop(("tags",), 0)
-            self.tags += 1
-            return ops.list_append(("tags",), json.dumps(f"tag-{i}"))
-        if kind == "set":
-            return ops.set_value(("name",), json.dumps(f"name-{i}"))
-        if kind == "incr":
-            return ops.number_incr(("age",), "1")
-        return ops.dict_set_item(("metadata",), f"k{i % 8}", json.dumps(f"v{i}"))
-
-    def take(self, count: int) -> list[Op]:
-        return [self.next() for _ in range(count)]
-
-
-async def send(model: type[BaseRedisModel], plans: list[Any]) -> None:
-    """Run ``plans`` in order, pipelined (each call atomic on its own)."""
-    client = model._ss_client()
-    for start in range(0, len(plans), CALLS_PER_ROUND_TRIP):
-        await run_plans(client, plans[start : start + CALLS_PER_ROUND_TRIP])
 
 
 async def write_long(model: type[BaseRedisModel], events: int) -> tuple[Any, Mix]:
@@ -110,7 +66,7 @@ async def write_long(model: type[BaseRedisModel], events: int) -> tuple[Any, Mix
     """
     user = model.model_validate(DOC)
     await user.save()  # event 1
-    mix, plans, left = Mix(), [], events - 1
+    mix, plans, left = Mix(CYCLE), [], events - 1
     while left > 0:
         batch = mix.take(min(OPS_PER_CALL, left))
         left -= len(batch)
@@ -147,7 +103,7 @@ async def write_many(model: type[BaseRedisModel], instances: int, per_instance: 
     plans = []
     for _ in range(instances):
         user = model.model_validate(DOC)
-        batch = Mix().take(per_instance - 1) or [ops.save(user.model_dump_json())]
+        batch = Mix(CYCLE).take(per_instance - 1) or [ops.save(user.model_dump_json())]
         plans.append(user._ss_plan(batch, create=per_instance > 1))
     await send(model, plans)
 
@@ -201,39 +157,6 @@ async def raw_read_class(client: aioredis.Redis, prefix: str) -> tuple[int, int]
 
 
 # --- measuring --------------------------------------------------------------------------------
-
-
-async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    """Run ``work`` once; return (seconds, its result)."""
-    gc.collect()
-    start = time.perf_counter()
-    result = await work()
-    return time.perf_counter() - start, result
-
-
-@dataclass
-class Row:
-    """One line of the table: seconds per round of each side, for ``events`` events."""
-
-    case: str
-    events: int
-    raw: list[float] = field(default_factory=list)
-    lib: list[float] = field(default_factory=list)
-
-    @property
-    def raw_rate(self) -> float:
-        return self.events / statistics.median(self.raw)
-
-    @property
-    def lib_rate(self) -> float:
-        return self.events / statistics.median(self.lib)
-
-    @property
-    def ratio(self) -> float:
-        return self.lib_rate / self.raw_rate
-
-    def per_round(self) -> str:
-        return " ".join(f"{raw / lib:.2f}" for lib, raw in zip(self.lib, self.raw, strict=True))
 
 
 @dataclass
@@ -346,9 +269,8 @@ async def setup_long(url: str, client: aioredis.Redis, events: int) -> LongCase:
     )
     # Warm-up: functions loaded, connections open, caches filled; and a first check of all.
     await case.round(raw_first=True)
-    for row in (case.rebuild, case.verify):
-        row.raw.clear()
-        row.lib.clear()
+    case.rebuild.clear()
+    case.verify.clear()
     case.snap_seconds.clear()
     return case
 
@@ -362,8 +284,7 @@ async def setup_many(
     row = Row(f"`verify_all`, {instances:,} instances of {per_instance} events", events)
     case = ManyCase(model, client, instances, row)
     await case.round(raw_first=True)  # warm-up, and a first check of all
-    row.raw.clear()
-    row.lib.clear()
+    row.clear()
     return case
 
 
@@ -384,32 +305,14 @@ async def profile(long: LongCase, many: ManyCase, top: int) -> None:
         ("verify_all", lambda: many.model.verify_all(batch=BATCH)),
     )
     for name, work in cases:
-        profiler = cProfile.Profile()
-        gc.collect()
-        profiler.enable()
-        await work()
-        profiler.disable()
-        for order in ("cumulative", "tottime"):
-            print(f"\n--- profile of {name}, by {order} ---", file=sys.stderr)
-            stats = pstats.Stats(profiler, stream=sys.stderr)
-            stats.strip_dirs().sort_stats(order).print_stats(top)
+        print_profile(await profiled(work), name, ("cumulative", "tottime"), top)
 
 
 # --- reporting --------------------------------------------------------------------------------
 
 
 def render(long: LongCase, many: ManyCase, header: str) -> str:
-    rows = (long.rebuild, long.verify, many.row)
-    lines = [
-        header,
-        "",
-        "| case | raw events/s (median) | streamstore events/s (median) | ratio |",
-        "|---|--:|--:|--:|",
-    ]
-    lines += [
-        f"| {row.case} | {row.raw_rate:,.0f} | {row.lib_rate:,.0f} | {row.ratio:.2f} |"
-        for row in rows
-    ]
+    lines = table(header, (long.rebuild, long.verify, many.row))
     met = long.rebuild.ratio >= TARGET_RATIO
     snap = long.snap_time_ratio
     lines += [
@@ -444,9 +347,8 @@ async def run(url: str, args: argparse.Namespace) -> str:
         if args.profile:
             await profile(long, many, args.profile)
         header = (
-            f"Python {platform.python_version()}, redis-py {redis.__version__} "
-            f"(hiredis {hiredis.__version__}), {await describe(client)}; median of "
-            f"{args.rounds} rounds per side, sides alternating. Raw: XRANGE in pages of {PAGE} "
+            f"{await versions(client)}; median of {args.rounds} rounds per side, sides "
+            f"alternating. Raw: XRANGE in pages of {PAGE} "
             f"(the library's page), and for many instances SCAN + pipelined XRANGE and JSON.GET, "
             f"{BATCH} instances per round trip (`verify_all`'s batch); entries as redis-py "
             "returns them, nothing decoded. Events are list appends (`tags` capped at "
@@ -463,24 +365,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=None, help="events of the long history")
     parser.add_argument("--instances", type=int, default=None, help="instances for verify_all")
     parser.add_argument("--per-instance", type=int, default=None, help="events per instance")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 5)")
-    parser.add_argument("--url", help="use this Redis (with RedisJSON) instead of a private one")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        nargs="?",
-        const=25,
-        default=0,
-        metavar="TOP",
-        help="after the rounds, print cProfile's TOP (25) costs of rebuild and verify_all",
-    )
+    add_rounds_url_profile(parser, profile_of="rebuild and verify_all")
     args = parse_args_with_common(parser, quick_help="small histories, 3 rounds: a smoke run")
-    defaults = (1_000, 100, 20, 3) if args.quick else (100_000, 10_000, 20, 5)
-    for name, default in zip(
-        ("events", "instances", "per_instance", "rounds"), defaults, strict=True
-    ):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    fill_defaults(
+        args,
+        quick={"events": 1_000, "instances": 100, "per_instance": 20, "rounds": 3},
+        full={"events": 100_000, "instances": 10_000, "per_instance": 20, "rounds": 5},
+    )
     args.events = max(args.events, 1)
     args.per_instance = max(args.per_instance, 1)
     return args

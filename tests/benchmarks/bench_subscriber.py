@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import cProfile
-import gc
-import json
-import platform
-import pstats
-import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
-import redis
 import redis.asyncio as aioredis
 from workload import (
     DOC,
     PARTITIONS,
+    Mix,
+    Row,
+    add_rounds_url_profile,
+    check,
     cleanup,
     close,
-    describe,
+    fill_defaults,
     make_user_model,
     parse_args_with_common,
+    print_profile,
+    profiled,
     run_on_server,
+    send,
+    table,
+    timed,
+    versions,
 )
 
 from streamstore import BaseRedisModel
 from streamstore import operations as ops
-from streamstore.executor import run_plans
-from streamstore.operations import Op
 from streamstore.projections import Change, Runner, subscriber
 
 # What consuming the change feed through the library costs next to the bare reads and acks it is
@@ -53,48 +52,13 @@ PREFIX = "SubFeed"
 RAW_CONSUMER = "raw"
 
 
-class BenchmarkDataError(Exception):
-    """The benchmark's data is not what it wrote: its numbers would mean nothing."""
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise BenchmarkDataError(what)
-
-
 # --- writing the feed (setup, not measured) -----------------------------------------------------
 
 #: The event mix, repeated: field sets, increments, dict item sets and list appends.
 CYCLE = ("set", "incr", "set_item", "append", "set", "incr", "append", "set_item")
-#: ``tags`` keeps its newest items only (an append on a full list pops the oldest instead).
-TAGS_CAP = 50
-#: Operations per script call (one instance each) and calls per pipelined round trip. One
-#: operation a call interleaves the instances in the feed as live traffic would.
+#: Operations per script call (one instance each). One operation a call interleaves the
+#: instances in the feed as live traffic would.
 OPS_PER_CALL = 1
-CALLS_PER_ROUND_TRIP = 500
-
-
-class Mix:
-    """The operations of one instance's history, in order (a local count keeps ``tags`` capped)."""
-
-    def __init__(self) -> None:
-        self.i = 0
-        self.tags = len(DOC["tags"])
-
-    def next(self) -> Op:
-        i, kind = self.i, CYCLE[self.i % len(CYCLE)]
-        self.i += 1
-        if kind == "append":
-            if self.tags >= TAGS_CAP:
-                self.tags -= 1
-                return ops.list_pop(("tags",), 0)
-            self.tags += 1
-            return ops.list_append(("tags",), json.dumps(f"tag-{i}"))
-        if kind == "set":
-            return ops.set_value(("name",), json.dumps(f"name-{i}"))
-        if kind == "incr":
-            return ops.number_incr(("age",), "1")
-        return ops.dict_set_item(("metadata",), f"k{i % 8}", json.dumps(f"v{i}"))
 
 
 async def write_feed(model: type[BaseRedisModel], events: int, instances: int) -> None:
@@ -112,16 +76,12 @@ async def write_feed(model: type[BaseRedisModel], events: int, instances: int) -
             mix = mixes[n]
             if mix is None:
                 batch = [ops.save(user.model_dump_json())]
-                mixes[n] = Mix()
+                mixes[n] = Mix(CYCLE)
             else:
-                batch = [mix.next() for _ in range(min(OPS_PER_CALL, left))]
+                batch = mix.take(min(OPS_PER_CALL, left))
             plans.append(user._ss_plan(batch, create=False))
             left -= len(batch)
-            if len(plans) >= CALLS_PER_ROUND_TRIP:
-                await run_plans(model._ss_client(), plans)
-                plans.clear()
-    if plans:
-        await run_plans(model._ss_client(), plans)
+    await send(model, plans)
 
 
 # --- the two sides --------------------------------------------------------------------------
@@ -219,41 +179,14 @@ class Sides:
 # --- measuring --------------------------------------------------------------------------------
 
 
-async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
-    """Run ``work`` once; return (seconds, its result)."""
-    gc.collect()
-    start = time.perf_counter()
-    result = await work()
-    return time.perf_counter() - start, result
-
-
 @dataclass
-class Row:
-    """One line of the table: seconds per round of each side, for ``events`` events."""
+class RunnerRow(Row):
+    """A `Row` of the Runner at one ``concurrency``."""
 
-    case: str
-    concurrency: int
-    events: int
-    raw: list[float] = field(default_factory=list)
-    lib: list[float] = field(default_factory=list)
-
-    @property
-    def raw_rate(self) -> float:
-        return self.events / statistics.median(self.raw)
-
-    @property
-    def lib_rate(self) -> float:
-        return self.events / statistics.median(self.lib)
-
-    @property
-    def ratio(self) -> float:
-        return self.lib_rate / self.raw_rate
-
-    def per_round(self) -> str:
-        return " ".join(f"{raw / lib:.2f}" for lib, raw in zip(self.lib, self.raw, strict=True))
+    concurrency: int = field(kw_only=True)
 
 
-async def one_round(sides: Sides, rows: list[Row], raw_first: bool) -> None:
+async def one_round(sides: Sides, rows: list[RunnerRow], raw_first: bool) -> None:
     """Each side once: the raw consumer first (or last), the Runners in between.
 
     The Runners go in one order after the raw side and in the other before it, so drift hits
@@ -268,11 +201,10 @@ async def one_round(sides: Sides, rows: list[Row], raw_first: bool) -> None:
         row.raw.append(raw)
 
 
-async def measure(sides: Sides, rows: list[Row], rounds: int) -> None:
+async def measure(sides: Sides, rows: list[RunnerRow], rounds: int) -> None:
     await one_round(sides, rows, raw_first=True)  # warm-up, and a first check of all
     for row in rows:
-        row.raw.clear()
-        row.lib.clear()
+        row.clear()
     for r in range(rounds):  # alternate which side goes first, so drift hits both alike
         await one_round(sides, rows, raw_first=r % 2 == 0)
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
@@ -285,36 +217,18 @@ async def profile(sides: Sides, concurrencies: list[int], top: int) -> None:
     """Print cProfile's top costs of one streamstore round per concurrency to stderr."""
     for concurrency in concurrencies:
         runner, calls = sides.runner(concurrency)
-        profiler = cProfile.Profile()
-        gc.collect()
-        profiler.enable()
-        await runner.async_run()
-        profiler.disable()
+        profiler = await profiled(runner.async_run)
         sides.check_lib(runner, calls[0], concurrency)
         await sides.drop_group(runner.subscribers[0].name, f"profile, concurrency={concurrency}")
-        for order in ("tottime", "cumulative"):
-            print(
-                f"\n--- profile of Runner(concurrency={concurrency}), by {order} ---",
-                file=sys.stderr,
-            )
-            stats = pstats.Stats(profiler, stream=sys.stderr)
-            stats.strip_dirs().sort_stats(order).print_stats(top)
+        what = f"Runner(concurrency={concurrency})"
+        print_profile(profiler, what, ("tottime", "cumulative"), top)
 
 
 # --- reporting --------------------------------------------------------------------------------
 
 
-def render(rows: list[Row], header: str) -> str:
-    lines = [
-        header,
-        "",
-        "| case | raw events/s (median) | streamstore events/s (median) | ratio |",
-        "|---|--:|--:|--:|",
-    ]
-    lines += [
-        f"| {row.case} | {row.raw_rate:,.0f} | {row.lib_rate:,.0f} | {row.ratio:.2f} |"
-        for row in rows
-    ]
+def render(rows: list[RunnerRow], header: str) -> str:
+    lines = table(header, rows)
     verdicts = "; ".join(
         f"concurrency={row.concurrency}: {'met' if row.ratio >= TARGET_RATIO else 'missed'} "
         f"({row.ratio:.0%})"
@@ -344,10 +258,10 @@ async def run(url: str, args: argparse.Namespace) -> str:
             file=sys.stderr,
         )
         rows = [
-            Row(
+            RunnerRow(
                 f"`Runner`, concurrency={c}{' (default)' if c == DEFAULT_CONCURRENCY else ''}",
-                c,
                 args.events,
+                concurrency=c,
             )
             for c in dict.fromkeys((1, args.concurrency))
         ]
@@ -357,9 +271,8 @@ async def run(url: str, args: argparse.Namespace) -> str:
         if args.profile:
             await profile(sides, [row.concurrency for row in rows], args.profile)
         header = (
-            f"Python {platform.python_version()}, redis-py {redis.__version__} "
-            f"(hiredis {hiredis.__version__}), {await describe(client)}; {args.events:,} events "
-            f"over {args.instances:,} instances in {PARTITIONS} feed partitions; median of "
+            f"{await versions(client)}; {args.events:,} events over {args.instances:,} "
+            f"instances in {PARTITIONS} feed partitions; median of "
             f"{args.rounds} rounds per side, sides alternating, a new consumer group from the "
             f"feed's start each run. Raw: one XREADGROUP over the {PARTITIONS} feeds, COUNT "
             f"{args.batch} (the Runner's batch), then one XACK per partition; entries as redis-py "
@@ -384,22 +297,13 @@ def parse_args() -> argparse.Namespace:
         default=DEFAULT_CONCURRENCY,
         help=f"the second row's Runner concurrency ({DEFAULT_CONCURRENCY}); the first is 1",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 5)")
-    parser.add_argument("--url", help="use this Redis (with RedisJSON) instead of a private one")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        nargs="?",
-        const=25,
-        default=0,
-        metavar="TOP",
-        help="after the rounds, print cProfile's TOP (25) costs of one Runner run per row",
-    )
+    add_rounds_url_profile(parser, profile_of="one Runner run per row")
     args = parse_args_with_common(parser, quick_help="a small feed, 3 rounds: a smoke run")
-    defaults = (2_000, 20, 3) if args.quick else (100_000, 200, 5)
-    for name, default in zip(("events", "instances", "rounds"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    fill_defaults(
+        args,
+        quick={"events": 2_000, "instances": 20, "rounds": 3},
+        full={"events": 100_000, "instances": 200, "rounds": 5},
+    )
     args.instances = max(args.instances, 1)
     args.events = max(args.events, args.instances)  # each instance has its `saved` event
     return args

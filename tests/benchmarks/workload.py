@@ -1,4 +1,8 @@
-"""The benchmark workload: the model, the hand-written redis-py writes mirroring streamstore's, and the server."""
+"""The benchmark workload: the model, the hand-written redis-py writes mirroring streamstore's, and the server.
+
+Also what the replay and subscriber benchmarks share: the event mix their histories are written
+with, the data checks, the timing, the table's rows and their report and command-line helpers.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,31 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import cProfile
+import gc
 import json
+import platform
+import pstats
+import statistics
 import sys
 import time
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hiredis
+import redis
 import redis.asyncio as aioredis
 from pydantic import Field
 
 from streamstore import BaseRedisModel
+from streamstore import operations as ops
 from streamstore.connection import resolve_client
+from streamstore.executor import run_plans
+from streamstore.operations import Op
 from streamstore.testing import redis_url_for_tests
 
 PARTITIONS = 16  # streamstore's default Meta.partitions; the raw side spreads keys the same way
@@ -251,6 +265,144 @@ LIB_OPS: dict[str, Callable[[Any, int], Awaitable[None]]] = {
 }
 
 
+# --- writing histories through streamstore (setup, not measured) -------------------------------
+
+
+class BenchmarkDataError(Exception):
+    """The benchmark's data is not what it wrote: its numbers would mean nothing."""
+
+
+def check(condition: bool, what: str) -> None:
+    """Raise `BenchmarkDataError` saying ``what`` unless ``condition`` holds."""
+    if not condition:
+        raise BenchmarkDataError(what)
+
+
+#: ``tags`` keeps its newest items only (an append on a full list pops the oldest instead), so
+#: the document stays small however long the history: what is measured is the events.
+TAGS_CAP = 50
+#: Script calls per pipelined round trip while writing.
+CALLS_PER_ROUND_TRIP = 500
+
+
+class Mix:
+    """The operations of one instance's history, in order (a local count keeps ``tags`` capped).
+
+    ``cycle`` is the event mix, repeated (each benchmark keeps its own): ``append`` (to ``tags``),
+    ``set`` (``name``), ``incr`` (``age``) and ``set_item`` (an item of ``metadata``).
+    """
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = cycle
+        self.i = 0
+        self.tags = len(DOC["tags"])
+
+    def next(self) -> Op:
+        """The next operation."""
+        i, kind = self.i, self.cycle[self.i % len(self.cycle)]
+        self.i += 1
+        if kind == "append":
+            if self.tags >= TAGS_CAP:
+                self.tags -= 1
+                return ops.list_pop(("tags",), 0)
+            self.tags += 1
+            return ops.list_append(("tags",), json.dumps(f"tag-{i}"))
+        if kind == "set":
+            return ops.set_value(("name",), json.dumps(f"name-{i}"))
+        if kind == "incr":
+            return ops.number_incr(("age",), "1")
+        return ops.dict_set_item(("metadata",), f"k{i % 8}", json.dumps(f"v{i}"))
+
+    def take(self, count: int) -> list[Op]:
+        """The next ``count`` operations."""
+        return [self.next() for _ in range(count)]
+
+
+async def send(model: type[BaseRedisModel], plans: list[Any]) -> None:
+    """Run ``plans`` in order, pipelined (each call atomic on its own)."""
+    client = model._ss_client()
+    for start in range(0, len(plans), CALLS_PER_ROUND_TRIP):
+        await run_plans(client, plans[start : start + CALLS_PER_ROUND_TRIP])
+
+
+# --- measuring and reporting a raw side against streamstore's, in events/s ---------------------
+
+
+async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
+    """Run ``work`` once; return (seconds, its result)."""
+    gc.collect()
+    start = time.perf_counter()
+    result = await work()
+    return time.perf_counter() - start, result
+
+
+@dataclass
+class Row:
+    """One line of the table: seconds per round of each side, for ``events`` events."""
+
+    case: str
+    events: int
+    raw: list[float] = field(default_factory=list)
+    lib: list[float] = field(default_factory=list)
+
+    @property
+    def raw_rate(self) -> float:
+        """The raw side's median events/s."""
+        return self.events / statistics.median(self.raw)
+
+    @property
+    def lib_rate(self) -> float:
+        """streamstore's median events/s."""
+        return self.events / statistics.median(self.lib)
+
+    @property
+    def ratio(self) -> float:
+        """streamstore's median rate over the raw side's."""
+        return self.lib_rate / self.raw_rate
+
+    def per_round(self) -> str:
+        """Each round's ratio (raw seconds over streamstore's), for the log."""
+        return " ".join(f"{raw / lib:.2f}" for lib, raw in zip(self.lib, self.raw, strict=True))
+
+    def clear(self) -> None:
+        """Forget the rounds so far (the warm-up's)."""
+        self.raw.clear()
+        self.lib.clear()
+
+
+async def profiled(work: Callable[[], Awaitable[Any]]) -> cProfile.Profile:
+    """Run ``work`` once under cProfile; return the profile."""
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    await work()
+    profiler.disable()
+    return profiler
+
+
+def print_profile(profiler: cProfile.Profile, what: str, orders: Iterable[str], top: int) -> None:
+    """Print the ``top`` costs of ``what`` to stderr, sorted by each of ``orders`` in turn."""
+    for order in orders:
+        print(f"\n--- profile of {what}, by {order} ---", file=sys.stderr)
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
+
+
+def table(header: str, rows: Iterable[Row]) -> list[str]:
+    """The report's lines: ``header``, then each row's median rates and their ratio."""
+    lines = [
+        header,
+        "",
+        "| case | raw events/s (median) | streamstore events/s (median) | ratio |",
+        "|---|--:|--:|--:|",
+    ]
+    lines += [
+        f"| {row.case} | {row.raw_rate:,.0f} | {row.lib_rate:,.0f} | {row.ratio:.2f} |"
+        for row in rows
+    ]
+    return lines
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -269,6 +421,14 @@ async def describe(client: aioredis.Redis) -> str:
             ver = int(module.get("ver", 0))
             text += f", RedisJSON {ver // 10000}.{ver // 100 % 100}.{ver % 100}"
     return text
+
+
+async def versions(client: aioredis.Redis) -> str:
+    """Python's, redis-py's, hiredis' and the server's versions: where a report's header starts."""
+    return (
+        f"Python {platform.python_version()}, redis-py {redis.__version__} "
+        f"(hiredis {hiredis.__version__}), {await describe(client)}"
+    )
 
 
 async def cleanup(client: aioredis.Redis, prefixes: Iterable[str]) -> None:
@@ -298,6 +458,28 @@ def parse_args_with_common(
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     return parser.parse_args()
+
+
+def add_rounds_url_profile(parser: argparse.ArgumentParser, *, profile_of: str) -> None:
+    """Add ``--rounds``, ``--url`` and ``--profile`` (cProfile's top costs of ``profile_of``)."""
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per side (default 5)")
+    parser.add_argument("--url", help="use this Redis (with RedisJSON) instead of a private one")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=25,
+        default=0,
+        metavar="TOP",
+        help=f"after the rounds, print cProfile's TOP (25) costs of {profile_of}",
+    )
+
+
+def fill_defaults(args: argparse.Namespace, *, quick: dict[str, int], full: dict[str, int]) -> None:
+    """Set each flag of ``args`` left unset (None) to its default: ``quick``'s with --quick."""
+    for name, default in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
 
 
 def server_url(args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
