@@ -10,8 +10,10 @@
 -- each write is one FCALL of `streamstore_apply`. The executor loads it under a name made
 -- from a hash of this text, so two versions of streamstore can share a server.
 --
--- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs)
--- ARGV: pk, meta, layout version, model version, ttl seconds (0 = leave), feed maxlen,
+-- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs),
+--       index (the partition's live pks), expiry (the partition's pks with a TTL, by expiry ms)
+-- ARGV: pk, meta, layout version, model version, ttl seconds (0 = leave, -1 = persist),
+--       feed maxlen,
 --       expected seq ('' = none), create-if-missing document ('' = none),
 --       snapshot every n events (0 = never), op count,
 --       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
@@ -223,7 +225,7 @@ end
 local function apply(KEYS, ARGV)
   DOC, UNDO = KEYS[1], KEYS[4]
   snapshot, existed = false, false
-  local STREAM, FEED = KEYS[2], KEYS[3]
+  local STREAM, FEED, INDEX, EXPIRY = KEYS[2], KEYS[3], KEYS[5], KEYS[6]
   local PK, META, VERSION, MODEL_VERSION = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local TTL, FEED_MAXLEN = tonumber(ARGV[5]), ARGV[6]
   local EXPECTED, CREATE = ARGV[7], ARGV[8]
@@ -231,6 +233,7 @@ local function apply(KEYS, ARGV)
 
   -- 1. Read the current state: does the document exist, what is the last seq?
   local exists = redis.call('EXISTS', DOC) == 1
+  local was = exists
   local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
   local seq, last_ms = 0, 0
   if last then
@@ -309,9 +312,24 @@ local function apply(KEYS, ARGV)
       'mv', MODEL_VERSION)
     written[#written + 1] = { id, seq, ev[1] }
   end
-  if TTL > 0 and #events > 0 then
-    redis.call('EXPIRE', DOC, TTL)
-    redis.call('EXPIRE', STREAM, TTL)
+  -- 5. Keep the partition's index of live instances, and of their expiry times, in step:
+  -- `select` lists instances from it, and drops the expired ones before it reads.
+  if #events > 0 then
+    if exists and (not was or events[1][1] == 'saved') then
+      redis.call('ZADD', INDEX, 0, PK)
+    elseif was and not exists then
+      redis.call('ZREM', INDEX, PK)
+      redis.call('ZREM', EXPIRY, PK)
+    end
+    if TTL > 0 then
+      redis.call('EXPIRE', DOC, TTL)
+      redis.call('EXPIRE', STREAM, TTL)
+      if exists then redis.call('ZADD', EXPIRY, now + TTL * 1000, PK) end
+    elseif TTL < 0 then
+      redis.call('PERSIST', DOC)
+      redis.call('PERSIST', STREAM)
+      redis.call('ZREM', EXPIRY, PK)
+    end
   end
   return { written, results, seq }
 end
@@ -362,7 +380,26 @@ local function lease(KEYS, ARGV)
   return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 
+-- KEYS: a partition's index and expiry sets. ARGV: lowest pk (exclusive; '' = from the
+-- first), count. Drops the instances whose expiry has passed (by the server's clock, which
+-- also expires the keys) from both sets, then returns up to `count` pks of the index, in pk
+-- order after the given one: expired instances never linger in a listing.
+local function members(KEYS, ARGV)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  repeat
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 500)
+    if #gone > 0 then
+      redis.call('ZREM', KEYS[1], unpack(gone))
+      redis.call('ZREM', KEYS[2], unpack(gone))
+    end
+  until #gone < 500
+  local low = ARGV[1] == '' and '-' or '(' .. ARGV[1]
+  return redis.call('ZRANGE', KEYS[1], low, '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[2]))
+end
+
 redis.register_function('streamstore_apply', apply)
+redis.register_function('streamstore_members', members)
 redis.register_function('streamstore_lease', lease)
 redis.register_function{ function_name = 'streamstore_read', callback = read,
   flags = { 'no-writes' } }

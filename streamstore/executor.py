@@ -36,6 +36,7 @@ __all__ = [
     "hold_lease",
     "iter_entries",
     "iter_events",
+    "list_members",
     "put_document",
     "read_head",
     "read_heads",
@@ -51,8 +52,8 @@ __all__ = [
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a
 # server (a rolling deploy) each find their own and never replace each other's.
 _LIBRARY_ID = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()[:16]  # noqa: S324 (a name, not security)
-_FUNCTION, _READ, _PUT, _LEASE = (
-    f"streamstore_{name}_{_LIBRARY_ID}" for name in ("apply", "read", "put", "lease")
+_FUNCTION, _READ, _PUT, _LEASE, _MEMBERS = (
+    f"streamstore_{name}_{_LIBRARY_ID}" for name in ("apply", "read", "put", "lease", "members")
 )
 _LIBRARY = re.sub(
     r"(function_name = |register_function\()'streamstore_(\w+)'",
@@ -363,3 +364,14 @@ async def hold_lease(client: aioredis.Redis, key: str, owner: str, ms: int) -> b
 async def release_lease(client: aioredis.Redis, key: str, owner: str) -> bool:
     """Release the lease ``key`` if ``owner`` holds it; tell whether it did."""
     return bool(await _call(client, _LEASE, (key,), ("release", owner, "0")))
+
+
+async def list_members(
+    client: aioredis.Redis, index: str, expiry: str, *, after: str = "", count: int = 1000
+) -> list[str]:
+    """Return up to ``count`` pks of a partition's index in pk order, after ``after``.
+
+    Instances whose expiry has passed are dropped from the index first.
+    """
+    found = await _call(client, _MEMBERS, (index, expiry), (after, str(count)))
+    return [text(pk) for pk in found]

@@ -39,6 +39,10 @@ class InstanceKeys:
     feed: str
     #: Scratch copy of the document while a batch of operations runs (deleted at its end).
     undo: str
+    #: The partition's live instances: pks in a sorted set, in pk order (``select``).
+    index: str
+    #: The partition's instances that expire: pk -> expiry time in epoch ms (a sorted set).
+    expiry: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class KeySpace:
         {User:7}#events:<pk>    the instance's event stream (model.stream_key)
         {User:7}#feed           the change feed of partition 7
         {User:7}#undo:<pk>      scratch copy of the document during a batch (never left behind)
+        {User:7}#index          the pks of partition 7's live instances (a sorted set, by pk)
+        {User:7}#expiry         those with a TTL: pk -> expiry in epoch ms (a sorted set)
 
     Documents use ``}:`` after the tag and everything else ``}#``, so no pk can make a document
     key collide with a stream or feed key.
@@ -125,7 +131,12 @@ def instance_keys_of(doc_key: str) -> InstanceKeys:
         raise ValueError(f"{doc_key!r} is not a streamstore document key ({{<prefix>:<n>}}:<pk>)")
     tag, pk = doc_key[: end + 1], doc_key[end + 2 :]
     return InstanceKeys(
-        doc=doc_key, stream=f"{tag}#events:{pk}", feed=f"{tag}#feed", undo=f"{tag}#undo:{pk}"
+        doc=doc_key,
+        stream=f"{tag}#events:{pk}",
+        feed=f"{tag}#feed",
+        undo=f"{tag}#undo:{pk}",
+        index=f"{tag}#index",
+        expiry=f"{tag}#expiry",
     )
 
 

@@ -26,7 +26,18 @@ from streamstore.events import text
 from streamstore.keys import EVENT_SCHEMA_VERSION, InstanceKeys
 from streamstore.operations import Op, event_path, json_path
 
-__all__ = ["APPLY_SCRIPT", "Applied", "Plan", "build_plan", "error_from_reply", "parse_reply"]
+__all__ = [
+    "APPLY_SCRIPT",
+    "PERSIST",
+    "Applied",
+    "Plan",
+    "build_plan",
+    "error_from_reply",
+    "parse_reply",
+]
+
+#: ``ttl`` that removes an instance's expiry (what ``insert`` does without a life span).
+PERSIST = -1
 
 #: Source of the Lua script that applies a plan atomically.
 APPLY_SCRIPT = resources.files("streamstore").joinpath("apply.lua").read_text()
@@ -43,7 +54,7 @@ REDISJSON_HINT = (
 class Plan:
     """Keys and arguments of one `apply.lua` call."""
 
-    keys: tuple[str, str, str, str]
+    keys: tuple[str, str, str, str, str, str]
     args: tuple[str, ...]
 
 
@@ -63,7 +74,8 @@ def build_plan(
     """Plan ``ops`` on the instance ``pk`` as one atomic script call.
 
     ``create_json`` is a whole document written (as a ``saved`` event) first, only if the
-    instance has no document yet. ``expected_seq`` makes the call fail with a
+    instance has no document yet. ``ttl`` (seconds) sets the expiry of document and stream;
+    None leaves it as it is, `PERSIST` removes it. ``expected_seq`` makes the call fail with a
     `ConcurrencyError` unless the stream's last seq is exactly that. ``model_version`` is
     recorded in every event (``mv``); ``snapshot_every`` (0: never) appends a ``snapshot``
     event after every that many events.
@@ -73,7 +85,7 @@ def build_plan(
         meta_json,
         EVENT_SCHEMA_VERSION,
         str(model_version),
-        str(ttl or 0),
+        "0" if ttl is None else str(ttl),
         str(feed_maxlen),
         "" if expected_seq is None else str(expected_seq),
         create_json or "",
@@ -90,7 +102,9 @@ def build_plan(
             str(len(op.args)),
             *op.args,
         )
-    return Plan((keys.doc, keys.stream, keys.feed, keys.undo), tuple(args))
+    return Plan(
+        (keys.doc, keys.stream, keys.feed, keys.undo, keys.index, keys.expiry), tuple(args)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from pydantic import Field
 from waiting import eventually
 
 from streamstore import BaseRedisModel
+from streamstore.executor import list_members
 
 
 class Session(BaseRedisModel):
@@ -34,6 +35,9 @@ async def test_document_and_stream_expire_together_and_leave_no_orphan(redis):
     assert 0 < await redis.pttl(session.key) <= 1000
     assert 0 < await redis.pttl(session.stream_key) <= 1000
     assert await gone(redis, session.key, session.stream_key)
+    keys = Session.__ss_meta__.keys.for_pk(session.pk)
+    assert await redis.zscore(keys.index, session.pk) is not None  # until it is next listed:
+    assert await list_members(redis, keys.index, keys.expiry) == []  # a listing drops it
     leftovers = [key async for key in redis.scan_iter(match="{Session:0}*")]
     assert leftovers == [b"{Session:0}#feed"]  # the feed is trimmed by length, not by TTL
 

@@ -81,7 +81,7 @@ class TestScriptProtocol:
     def test_a_plan_carries_the_four_keys_and_each_op_with_its_flags(self):
         keys = KeySpace("User", 1).for_pk("p")
         plan = build_plan(keys, "p", [list_append(("tags",), '"x"'), save("{}", readback=True)])
-        assert plan.keys == (keys.doc, keys.stream, keys.feed, keys.undo)
+        assert plan.keys == (keys.doc, keys.stream, keys.feed, keys.undo, keys.index, keys.expiry)
         assert plan.args[:4] == ("p", "{}", "1", "1")  # pk, meta, layout v, model version
         assert plan.args[8:] == (
             "0",  # snapshot every (never)
