@@ -84,6 +84,11 @@ class KeySpace:
         """Return the change feed key of ``partition``."""
         return f"{self.tag(partition)}#feed"
 
+    def listing(self, partition: int) -> tuple[str, str]:
+        """Return the index and expiry keys of ``partition`` (see `InstanceKeys`)."""
+        tag = self.tag(partition)
+        return f"{tag}#index", f"{tag}#expiry"
+
     def group_keys(self, partition: int, group: str) -> GroupKeys:
         """Return the keys a subscriber group keeps next to the feed of ``partition``."""
         tag = self.tag(partition)
@@ -135,7 +140,7 @@ def instance_keys_of(doc_key: str) -> InstanceKeys:
         stream=f"{tag}#events:{pk}",
         feed=f"{tag}#feed",
         undo=f"{tag}#undo:{pk}",
-        index=f"{tag}#index",
+        index=f"{tag}#index",  # the same two as KeySpace.listing
         expiry=f"{tag}#expiry",
     )
 

@@ -70,6 +70,11 @@ class ModelMeta:
     schema_version: int = 1
     #: Per old schema version, the upcaster(s) turning its events into the next version's.
     upcasters: Mapping[int, Upcaster | Sequence[Upcaster]] = field(default_factory=dict)
+    #: The field whose value is the pk (``Meta.primary_key``, or the seeds' class attribute
+    #: ``_primary_key_field = "title"``); None: a random pk unless one is set.
+    primary_key: str | None = None
+    #: Default TTL of ``insert``/``update`` (a `Store`'s ``life_span_in_seconds``).
+    life_span: int | None = None
     keys: KeySpace = field(default_factory=lambda: KeySpace("", 16))
     #: `upcasters` checked and chained; None when there are none.
     upcast: UpcasterChain | None = None
@@ -83,6 +88,7 @@ class ModelMeta:
         "snapshot_every",
         "schema_version",
         "upcasters",
+        "primary_key",
     )
 
     @classmethod
@@ -106,6 +112,12 @@ class ModelMeta:
         every = options.get("snapshot_every", 0)
         if not isinstance(every, int) or every < 0:
             raise ConfigurationError(f"{model.__name__}: Meta.snapshot_every must be an int >= 0")
+        seed_key = model.__private_attributes__.get("_primary_key_field")
+        if seed_key is not None and "primary_key" not in options:
+            options["primary_key"] = seed_key.get_default()
+        key_field = options.get("primary_key")
+        if key_field is not None and key_field not in model.__pydantic_fields__:
+            raise ConfigurationError(f"{model.__name__}: primary key {key_field!r} is not a field")
         chain = UpcasterChain(
             options.get("schema_version", 1), options.get("upcasters", {}), model.__name__
         )
@@ -147,7 +159,14 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
     @property
     def pk(self) -> str:
-        """The instance's primary key (a random hex UUID until you set one)."""
+        """The instance's primary key.
+
+        Its primary key field's value, if the class names one; else a random hex UUID until
+        you set one.
+        """
+        field_name = type(self).__ss_meta__.primary_key
+        if field_name is not None:
+            return str(self.__dict__[field_name])
         try:
             return self._ss_pk
         except AttributeError:
@@ -158,12 +177,17 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
     def pk(self, value: str) -> None:
         if not isinstance(value, str) or not value:
             raise UsageError("pk must be a non-empty str")
+        key_field = type(self).__ss_meta__.primary_key
+        if key_field is not None and value != self.pk:
+            raise UsageError(f"the pk of a {type(self).__name__} is its {key_field!r} field")
         object.__setattr__(self, "_ss_pk", value)
         object.__setattr__(self, "_ss_keys", type(self).__ss_meta__.keys.for_pk(value))
         object.__setattr__(self, "_ss_persisted", False)
         object.__setattr__(self, "_ss_version", None)
 
     def _ss_instance_keys(self) -> InstanceKeys:
+        if type(self).__ss_meta__.primary_key is not None:  # the field may have been reassigned
+            return type(self).__ss_meta__.keys.for_pk(self.pk)
         try:
             return self._ss_keys
         except AttributeError:
@@ -200,6 +224,16 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         without an index raises `UsageError`.
         """
         return await find_by(cls, **equals)
+
+    @classmethod
+    def _ss_handle(cls, pk: str) -> Self:
+        """Return an unvalidated instance that only addresses the stored instance ``pk``."""
+        key_field = cls.__ss_meta__.primary_key
+        values: dict[str, Any] = {} if key_field is None else {key_field: pk}
+        model = cast("Self", cls.model_construct(None, **values))
+        if key_field is None:
+            model.pk = pk
+        return model
 
     @classmethod
     def _pk_of(cls, key: str) -> str:
@@ -303,8 +337,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
         Inside a pipeline the delete is queued, and the answer is whether it existed when asked.
         """
-        model = cast("Self", cls.model_construct())
-        model.pk = cls._pk_of(key)
+        model = cls._ss_handle(cls._pk_of(key))
         object.__setattr__(model, "_ss_persisted", True)  # never create it first
         existed = None
         if active_pipeline() is not None:
@@ -364,8 +397,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         blocking_timeout: float = 10.0,
     ) -> AsyncIterator[Self]:
         """Load the instance at ``key`` and hold its lock (see `lock`)."""
-        model = cast("Self", cls.model_construct())
-        model.pk = cls._pk_of(key)
+        model = cls._ss_handle(cls._pk_of(key))
         async with model.lock(action, timeout=timeout, blocking_timeout=blocking_timeout):
             yield model
 
@@ -410,6 +442,12 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         Inside a pipeline the batch is queued instead, and the returned `Applied` has no
         results: callers that need one compute it from local state (see `streamstore.fields`).
         """
+        key_field = type(self).__ss_meta__.primary_key
+        if key_field is not None and any(op.path[:1] == (key_field,) for op in batch):
+            raise UsageError(
+                f"{key_field!r} is the primary key of {type(self).__name__}: it names the record, "
+                "so it cannot change (insert a record with the new key, delete the old one)"
+            )
         pipeline = active_pipeline()
         persisted = getattr(self, "_ss_persisted", False)
         if pipeline is not None:
