@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from test_docs_examples import ROOT, run_blocks
 from test_duplicate import CountingConnection
 from waiting import eventually
 
@@ -230,3 +232,10 @@ def test_redis_config_is_a_url_with_password_and_ssl():
     assert config.redis_url == "rediss://:p%40ss%2Fw@db:6380/5"
     with pytest.raises(ConfigurationError, match="store name"):
         Store(name="has space")
+
+
+async def test_the_seed_update_tutorial_prints_what_the_seed_shows(redis, capsys):
+    page = ROOT / "docs" / "tables.md"
+    await run_blocks(page)
+    (expected, *_) = re.findall(r"```text\n(.*?)```", page.read_text(), re.DOTALL)
+    assert capsys.readouterr().out == expected
