@@ -33,13 +33,14 @@ class TableModel(BaseRedisModel):
     instance form of `BaseRedisModel` (``await book.delete()``) is not available on table models.
     """
 
-    __ss_table__: ClassVar[bool] = True
+    #: Set in a class body to make a base for table models that names no primary key itself.
+    __ss_abstract__: ClassVar[bool] = False
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        """Require a primary key field, which names each record."""
+        """Require a primary key field, which names each record (not of abstract bases)."""
         super().__pydantic_init_subclass__(**kwargs)
-        if cls.__ss_meta__.primary_key is None:
+        if cls.__ss_meta__.primary_key is None and not cls.__dict__.get("__ss_abstract__"):
             raise ConfigurationError(
                 f"{cls.__name__}: name its primary key field, e.g. "
                 "_primary_key_field: str = 'title' (or Meta.primary_key)"
