@@ -128,6 +128,9 @@ class AutoSaving(TableModel):
         finally:
             object.__setattr__(self, "_ss_batching", False)
         found = changes_since(self, before)
+        previous = getattr(self, "_ss_last_write", None)
+        if previous is not None:  # this instance's earlier writes land first
+            await asyncio.gather(previous, return_exceptions=True)  # (flush reports failures)
         if found:
             await self._ss_apply(found, create=False)
 

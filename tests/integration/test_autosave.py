@@ -128,6 +128,16 @@ async def test_an_update_block_writes_its_changes_at_the_end_in_one_atomic_step(
     assert first.ts == second.ts and second.seq == first.seq + 1  # one write
 
 
+async def test_an_update_block_lands_after_the_instance_s_earlier_synced_writes(redis):
+    book = Book(title="Hamlet", author="a")
+    book.author = "b"  # a background write, still in flight when the block ends
+    async with book.update():
+        book.author = "c"
+    (stored,) = await Book.select()
+    assert stored.author == "c"
+    assert [e.data.get("value") for e in await book.history()] == [None, "b", "c"]
+
+
 async def test_an_update_block_that_raises_writes_nothing_and_restores_the_fields(redis):
     book = Book(title="Beloved", author="Toni Morrison", pages=320)
 
