@@ -102,9 +102,7 @@ def build_plan(
             str(len(op.args)),
             *op.args,
         )
-    return Plan(
-        (keys.doc, keys.stream, keys.feed, keys.undo, keys.index, keys.expiry), tuple(args)
-    )
+    return Plan((keys.doc, keys.stream, keys.feed, keys.undo, keys.index, keys.expiry), tuple(args))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from streamstore import operations as ops
 from streamstore.errors import ConfigurationError, UsageError
 from streamstore.executor import list_members, run_plans
 from streamstore.model import BaseRedisModel
-from streamstore.plan import PERSIST
+from streamstore.plan import PERSIST, Plan
 from streamstore.schema import codec_for, field_codec, model_json
 
 __all__ = ["TableModel"]
@@ -69,15 +69,14 @@ class TableModel(BaseRedisModel):
         if not records:
             return
         ttl = cls._ss_life_span(life_span_seconds)
-        readback = codec_for(cls).may_hold_floats
-        plans = [
-            record._ss_plan(
-                [ops.save(model_json(record), readback=readback)], create=False, ttl=ttl
-            )
-            for record in records
-        ]
+        plans = [record._ss_save_plan(ttl) for record in records]
         for record, applied in zip(records, await run_plans(cls._ss_client(), plans), strict=True):
             record._ss_applied(applied)
+
+    def _ss_save_plan(self, ttl: int) -> Plan:
+        """Plan writing this record whole (a ``saved`` event) with ``ttl``: insert's unit."""
+        readback = codec_for(type(self)).may_hold_floats
+        return self._ss_plan([ops.save(model_json(self), readback=readback)], create=False, ttl=ttl)
 
     @classmethod
     async def update(

@@ -10,12 +10,12 @@ class names its own ``Meta.redis``: the command line says which server to inspec
 makes its own client and a `Replayer` on the class's keys and upcasters, never the class's client.
 """
 
-from streamstore.cli import history, replay, service
+from streamstore.cli import history, migrate, replay, service
 from streamstore.cli._app import app, load_model
 
 __all__ = ["app", "load_model", "main"]
 
-_COMMANDS = (history, replay, service)  # imported for their @app.command registrations
+_COMMANDS = (history, migrate, replay, service)  # imported for their @app.command registrations
 
 
 def main() -> None:
