@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Self
@@ -122,8 +121,7 @@ class AutoSaving(TableModel):
         try:
             yield self
         except BaseException:
-            fresh = type(self).model_validate_json(json.dumps(before))
-            self.__dict__.update(fresh.__dict__)
+            self._ss_restore(before)
             raise
         finally:
             object.__setattr__(self, "_ss_batching", False)

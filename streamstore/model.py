@@ -376,8 +376,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
             try:
                 yield self
             except BaseException:
-                fresh = type(self).model_validate_json(json.dumps(before))
-                self.__dict__.update(fresh.__dict__)
+                self._ss_restore(before)
                 raise
             found = changes_since(self, before)
             if found:
@@ -422,6 +421,11 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         for copy, applied in zip(copies, await run_plans(self._ss_client(), plans), strict=True):
             copy._ss_applied(applied)
         return copies
+
+    def _ss_restore(self, before: dict[str, Any]) -> None:
+        """Put back the fields as they were when ``before`` (a `redis_dump`) was taken."""
+        fresh = type(self).model_validate_json(json.dumps(before))
+        self.__dict__.update(fresh.__dict__)
 
     def _ss_only_top_level(self, action: str, message: str | None = None) -> None:
         if self._ss_parent_or_none() is not None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+import redis as redis_sync
 import redis.asyncio as aioredis
 
 from streamstore.testing import RedisServer, redis_url_for_tests
@@ -46,6 +47,15 @@ async def flushed_client(url: str, *, decode: bool) -> AsyncIterator[aioredis.Re
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def db(redis_url: str) -> Iterator[redis_sync.Redis]:
+    """A sync client (str replies) on a freshly flushed database, for tests that are not async."""
+    client = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest_asyncio.fixture

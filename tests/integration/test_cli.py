@@ -34,15 +34,6 @@ DOC = TESTS.parent / "docs" / "cli.md"
 DEADLINE = 20.0  # seconds any awaited condition may take before the test fails
 
 
-@pytest.fixture
-def db(redis_url):
-    """A sync client on a freshly flushed database (str replies)."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
 def invoke(*args: str):
     """Run the CLI in process (200 columns wide); return the click Result."""
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})

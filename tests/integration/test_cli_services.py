@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import redis
 from sample_services import Ticket
 from typer.testing import CliRunner
 from waiting import wait_until
@@ -19,14 +18,6 @@ from streamstore.cli import app
 
 TESTS = pathlib.Path(__file__).parents[1]
 DEADLINE = 20.0
-
-
-@pytest.fixture
-def db(redis_url):
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def cli(*args: str, code: int = 0):

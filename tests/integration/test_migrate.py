@@ -463,15 +463,6 @@ async def test_options_a_library_does_not_have_are_refused(redis):
 
 
 @pytest.fixture
-def db(redis_url):
-    """A sync client on a freshly flushed database (str replies)."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def other_db(redis_url):
     """Database 1 of the session's server, flushed: where the old data lives for --old-url."""
     url = urlunsplit(urlsplit(redis_url)._replace(path="/1"))
