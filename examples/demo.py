@@ -57,8 +57,11 @@ async def main() -> None:
     stored = await User.get(user.key)
     replayed = fold(events)
     print(f"fold(stream) == document: {replayed == stored.redis_dump()}")
-    first_three = User.model_validate(fold(events[:3]))
-    print(f"as of seq 3: name={first_three.name!r} age={first_three.age} tags={first_three.tags}")
+    then = await User.as_of(user.pk, seq=3)
+    print(f"as of seq 3: name={then.name!r} age={then.age} tags={then.tags}")
+    print(f"events that touched tags: {[e.seq for e in await user.tags.history()]}")
+    report = await User.verify(user.pk)
+    print(f"verify: equal={report.equal}, {report.replayed} events replayed")
 
 
 if __name__ == "__main__":
