@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import pathlib
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +50,17 @@ def test_readme_gives_exactly_the_two_commands_and_ci_runs_the_test_one():
     assert lines == ["bash scripts/demo.sh", "bash scripts/test.sh"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in shlex.split(ci.splitlines()[-1])
+
+
+def test_the_demo_runs_and_shows_the_stream_folding_to_the_document(redis_url):
+    demo = subprocess.run(  # noqa: S603 (our own demo script)
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "fold(stream) == document: True" in demo.stdout
+    assert "verify: equal=True, 7 events replayed" in demo.stdout
