@@ -9,6 +9,8 @@ writes ``deleted``.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Self, cast
@@ -145,7 +147,8 @@ class TableModel(BaseRedisModel):
         if ids is not None:
             pks = _ids(ids)[start:stop]
         else:
-            pks = [pk async for pk in _islice(cls._ss_all_pks(), start, stop)]
+            page = _PAGE if stop is None else max(1, min(_PAGE, stop))
+            pks = [pk async for pk in _islice(cls._ss_all_pks(page), start, stop)]
         records = await cls._ss_load(pks)
         if columns is None:
             return records
@@ -168,25 +171,25 @@ class TableModel(BaseRedisModel):
         ]
 
     @classmethod
-    async def _ss_all_pks(cls) -> AsyncIterator[str]:
-        """Yield the pk of every live record in pk order, merging the partitions' indexes."""
+    async def _ss_all_pks(cls, page: int | None = None) -> AsyncIterator[str]:
+        """Yield the pk of every live record in pk order: a merge of the partitions' indexes.
+
+        Each partition is read ``page`` pks at a time, and only as far as the caller iterates:
+        ``select(skip=s, limit=n)`` reads about s + n pks plus a page per partition.
+        """
         keys = cls.__ss_meta__.keys
         client = cls._ss_client()
-        partitions = [keys.listing(p) for p in range(keys.partitions)]
-
-        async def one(index: str, expiry: str) -> list[str]:
-            found: list[str] = []
-            after = ""
-            while True:
-                page = await list_members(client, index, expiry, after=after, count=_PAGE)
-                found += page
-                if len(page) < _PAGE:
-                    return found
-                after = page[-1]
-
-        lists = [await one(index, expiry) for index, expiry in partitions]
-        for pk in heapq.merge(*lists, key=lambda pk: pk.encode()):
+        size = page or _PAGE
+        cursors = [_Cursor(client, *keys.listing(p), size) for p in range(keys.partitions)]
+        firsts = await asyncio.gather(*(cursor.next() for cursor in cursors))
+        heap = [(pk.encode(), i, pk) for i, pk in enumerate(firsts) if pk is not None]
+        heapq.heapify(heap)
+        while heap:
+            _, i, pk = heapq.heappop(heap)
             yield pk
+            following = await cursors[i].next()
+            if following is not None:  # pk order is byte order, as in the indexes
+                heapq.heappush(heap, (following.encode(), i, following))
 
     @classmethod
     def _ss_life_span(cls, seconds: int | None) -> int:
@@ -198,6 +201,28 @@ class TableModel(BaseRedisModel):
         if seconds < 1:
             raise UsageError("life_span_seconds must be None or >= 1")
         return seconds
+
+
+class _Cursor:
+    """Reads one partition's index in pk order, a page per round trip, when asked for more."""
+
+    def __init__(self, client: Any, index: str, expiry: str, page: int) -> None:
+        self.client, self.index, self.expiry, self.page = client, index, expiry, page
+        self.buffer: collections.deque[str] = collections.deque()
+        self.after = ""
+        self.done = False
+
+    async def next(self) -> str | None:
+        """Return the next pk of the partition, or None after the last."""
+        if not self.buffer and not self.done:
+            found = await list_members(
+                self.client, self.index, self.expiry, after=self.after, count=self.page
+            )
+            self.buffer.extend(found)
+            self.done = len(found) < self.page
+            if found:
+                self.after = found[-1]
+        return self.buffer.popleft() if self.buffer else None
 
 
 def _ids(ids: Any | Iterable[Any]) -> list[str]:

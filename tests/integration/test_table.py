@@ -143,6 +143,15 @@ async def test_pages_through_every_record_in_a_stable_order(shelf):
     assert await Book.select(skip=40) == []
 
 
+async def test_paging_reads_each_partition_a_page_at_a_time_and_keeps_the_order(shelf, monkeypatch):
+    monkeypatch.setattr("streamstore.table._PAGE", 2)  # many small pages per partition
+    titles = [f"b{i:02}" for i in range(23)]
+    await Book.insert([Book(title=t, author="a") for t in titles])
+    assert [b.title for b in await Book.select()] == titles
+    assert [b.title for b in await Book.select(skip=5, limit=7)] == titles[5:12]
+    assert await Book.delete() == 23
+
+
 async def test_columns_give_dicts_of_those_fields_with_their_real_types(shelf):
     await Book.insert(BOOKS[0])
     (row,) = await Book.select(columns=["pages", "published"])
