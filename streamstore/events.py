@@ -21,7 +21,6 @@ __all__ = [
     "Event",
     "decode_bytes_entry",
     "decode_entry",
-    "decode_flat_entry",
     "flat_entry",
     "loads",
     "read_entry",
@@ -111,11 +110,6 @@ def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
     Raises `CorruptEventError` when a field is missing or does not parse.
     """
     return _decode(text(entry_id), {text(k): text(v) for k, v in fields.items()})
-
-
-def decode_flat_entry(entry: Sequence[Any]) -> Event:
-    """Decode an entry as Redis sends it inside a script reply: ``[id, [name, value, ...]]``."""
-    return decode_entry(*flat_entry(entry))
 
 
 def flat_entry(entry: Sequence[Any]) -> tuple[Any, dict[Any, Any]]:

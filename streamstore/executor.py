@@ -94,15 +94,27 @@ async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Appli
 
     Raises the first plan's error, if any failed (the others have been applied).
     """
+    replies = await _pipelined(client, _FUNCTION, [(plan.keys, plan.args) for plan in plans])
+    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+
+
+async def _pipelined(
+    client: aioredis.Redis, function: str, calls: Sequence[tuple[Sequence[str], Sequence[str]]]
+) -> list[Any]:
+    """Call ``function`` once per ``(keys, args)`` in one round trip; return the replies.
+
+    Errors come back as replies. If the server lacks our library, nothing ran: it is loaded
+    and the calls are sent again.
+    """
     for attempt in range(2):
         async with client.pipeline(transaction=False) as pipe:
-            for plan in plans:
-                _fcall(pipe, plan)
-            replies = await pipe.execute(raise_on_error=False)
+            for keys, args in calls:
+                pipe.fcall(function, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         if attempt or not any(_function_missing(reply) for reply in replies):
             break
         await _load_library(client)  # nothing ran: every call missed the function
-    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+    return replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,16 +261,9 @@ async def read_heads(
     client: aioredis.Redis, pairs: Sequence[tuple[str, str]], count: int
 ) -> list[Head]:
     """`read_head` for many instances in one round trip (each read atomic on its own)."""
-    if not pairs:
-        return []
-    for attempt in range(2):
-        async with client.pipeline(transaction=False) as pipe:
-            for doc, stream in pairs:
-                pipe.fcall(_READ, 2, doc, stream, str(count))
-            replies = await pipe.execute(raise_on_error=False)
-        if attempt or not any(_function_missing(reply) for reply in replies):
-            break
-        await _load_library(client)
+    replies = await _pipelined(
+        client, _READ, [((doc, stream), (str(count),)) for doc, stream in pairs]
+    )
     heads = []
     for (doc, _), reply in zip(pairs, replies, strict=True):
         if isinstance(reply, ResponseError):
