@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from streamstore._logging import debug_enabled, get_logger
 from streamstore.errors import CorruptEventError
-from streamstore.events import decode_bytes_entry, decode_entry, text
+from streamstore.events import decode_bytes_entry, decode_feed_entry, text
 from streamstore.executor import hold_lease, release_lease
 from streamstore.projections.subscriber import Change, Subscriber, change_of
 
@@ -333,9 +333,8 @@ class GroupConsumer:
                 )
             except (KeyError, ValueError, TypeError):
                 pass  # str fields (a decoding client), or a malformed entry: the full path says
-        values = {text(name): text(value) for name, value in fields.items()}
-        event = decode_entry(values["id"], values)
-        return change_of(event, self.model, values["pk"], feed_id=feed_id, deliveries=deliveries)
+        pk, event = decode_feed_entry(feed_id, fields)
+        return change_of(event, self.model, pk, feed_id=feed_id, deliveries=deliveries)
 
     async def _deliveries(self, keys: GroupKeys, entries: Sequence[Any]) -> dict[str, int]:
         """Return how often each pending entry was delivered already (XPENDING)."""

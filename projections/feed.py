@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from streamstore.errors import CorruptEventError
-from streamstore.events import Event, decode_entry, text
+from streamstore.events import Event, decode_feed_entry, text
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -44,10 +43,7 @@ async def follow_feed(
         for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
             for entry_id, fields in entries:
                 last[text(stream)] = text(entry_id)
-                values = {text(name): text(value) for name, value in fields.items()}
-                if "pk" not in values or "id" not in values:
-                    raise CorruptEventError(f"feed entry {text(entry_id)} lacks pk or id")
-                found.append((values["pk"], decode_entry(values["id"], values)))
+                found.append(decode_feed_entry(entry_id, fields))
         # A reply lists feed after feed: put its events in write-time order (a stable sort, so
         # each instance's events stay in seq order).
         found.sort(key=lambda item: item[1].ts)

@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "decode_bytes_entry",
     "decode_entry",
+    "decode_feed_entry",
     "flat_entry",
     "loads",
     "read_entry",
@@ -110,6 +111,17 @@ def decode_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
     Raises `CorruptEventError` when a field is missing or does not parse.
     """
     return _decode(text(entry_id), {text(k): text(v) for k, v in fields.items()})
+
+
+def decode_feed_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> tuple[str, Event]:
+    """Decode a change feed entry: the instance's pk, and its event (with the stream's id).
+
+    Raises `CorruptEventError` when a field is missing or does not parse.
+    """
+    values = {text(k): text(v) for k, v in fields.items()}
+    if "pk" not in values or "id" not in values:
+        raise CorruptEventError(f"feed entry {text(entry_id)} lacks pk or id")
+    return values["pk"], _decode(values["id"], values)
 
 
 def flat_entry(entry: Sequence[Any]) -> tuple[Any, dict[Any, Any]]:

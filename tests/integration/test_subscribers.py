@@ -164,6 +164,15 @@ async def test_a_malformed_feed_entry_is_dead_lettered_and_does_not_stop_the_run
     assert parked[b"type"] == b"no.such.type" and b"CorruptEventError" in parked[b"error"]
 
 
+async def test_a_feed_entry_without_its_stream_id_is_dead_lettered_too(redis):
+    made = await tasks(1, appends=0)
+    feed = Task.__ss_meta__.keys.feed(Task.__ss_meta__.keys.partition(made[0].pk))
+    await redis.xadd(feed, {"pk": made[0].pk, "seq": "9", "type": "set"})
+    record, seen = recorder(name="no-id")
+    runner = await burst(record)
+    assert [c.seq for c in seen] == [1] and runner.stats.dead_lettered == 1
+
+
 async def test_a_client_that_decodes_responses_gets_the_same_changes(redis_url, redis):
     await tasks(2)
     record, seen = recorder(name="decoded")
