@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from streamstore.errors import UsageError
 from streamstore.executor import iter_events
 from streamstore.operations import FieldPath
+from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -17,9 +18,6 @@ if TYPE_CHECKING:
     from streamstore.events import Event
 
 __all__ = ["HistoryQuery", "epoch_ms", "field_path", "iter_history", "read_history"]
-
-#: Upcasts an event to the current model schema; None drops it (see `upcasting`).
-Upcast = Callable[["Event"], "Event | None"]
 
 _PAGE = 1000
 
@@ -93,7 +91,7 @@ class HistoryQuery:
 
 
 async def iter_history(
-    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcast | None = None
+    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
 ) -> AsyncIterator[Event]:
     """Yield the events of ``stream`` that ``query`` selects, in its order, a page at a time.
 
@@ -121,7 +119,7 @@ async def iter_history(
 
 
 async def read_history(
-    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcast | None = None
+    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
 ) -> list[Event]:
     """Return the events `iter_history` yields, as a list."""
     return [event async for event in iter_history(client, stream, query, upcast)]

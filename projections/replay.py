@@ -39,7 +39,8 @@ from streamstore.projections.diff import (
     render_path,
 )
 from streamstore.projections.fold import fold, fold_changes
-from streamstore.projections.history import Upcast, epoch_ms
+from streamstore.projections.history import epoch_ms
+from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -127,7 +128,7 @@ class Replayer:
         self,
         client: aioredis.Redis,
         keys: KeySpace,
-        upcast: Upcast | None = None,
+        upcast: Upcaster | None = None,
         *,
         head: int = BATCH_HEAD,
     ) -> None:
@@ -376,7 +377,7 @@ async def replay_at(
     *,
     seq: int | None = None,
     at: datetime | None = None,
-    upcast: Upcast | None = None,
+    upcast: Upcaster | None = None,
 ) -> tuple[JSON, int]:
     """Fold one instance's stream up to event ``seq`` or time ``at``; also return the last seq.
 
@@ -406,7 +407,7 @@ async def replay_at(
     return document, entries[-1].seq
 
 
-def _fold(entries: list[Entry], upcast: Upcast | None) -> JSON:
+def _fold(entries: list[Entry], upcast: Upcaster | None) -> JSON:
     """Fold entries read just now (the document may take over their data).
 
     With upcasters they are decoded into events first (upcasters work on events); without,
