@@ -25,11 +25,11 @@ from streamstore._logging import debug_enabled, get_logger
 from streamstore.errors import CorruptEventError
 from streamstore.events import decode_bytes_entry, decode_feed_entry, text
 from streamstore.executor import hold_lease, release_lease
+from streamstore.projections.feed import Group, read_feeds
 from streamstore.projections.subscriber import Change, Subscriber, change_of
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.keys import GroupKeys, KeySpace
     from streamstore.model import BaseRedisModel
 
@@ -59,7 +59,7 @@ class GroupConsumer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         subscriber: Subscriber,
         model: type[BaseRedisModel],
         consumer: str,
@@ -83,6 +83,8 @@ class GroupConsumer:
         self.upcast = model.__ss_meta__.upcast
         #: Partitions held, and where reading each goes on (`PENDING` or `NEW`).
         self.owned: dict[int, str] = {}
+        #: Counts polls, so that on a cluster an idle wait blocks on each feed in turn.
+        self._turn = 0
         #: Partitions whose feed lost entries this group had not read (see `_behind_retention`).
         self.behind: set[int] = set()
         self.log = get_logger().bind(subscriber=self.group, model=model.__name__, consumer=consumer)
@@ -245,15 +247,17 @@ class GroupConsumer:
         """
         if not self.owned:
             return False
-        streams: Any = {self._keys(p).feed: position for p, position in self.owned.items()}
+        streams = {self._keys(p).feed: position for p, position in self.owned.items()}
         block = block_ms if all(position == NEW for position in streams.values()) else None
-        reply: Any = await self.client.xreadgroup(
-            self.group, self.consumer, streams, count=self.batch, block=block
+        self._turn += 1
+        found = await read_feeds(
+            self.client,
+            streams,
+            count=self.batch,
+            block_ms=block,
+            group=Group(self.group, self.consumer),
+            turn=self._turn,
         )
-        found = {
-            text(name): entries
-            for name, entries in (reply.items() if isinstance(reply, dict) else reply or [])
-        }
         moved = False
         acks: dict[str, list[str]] = {}
         for partition, position in list(self.owned.items()):

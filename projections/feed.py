@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
 from streamstore.events import Event, decode_feed_entry, text
+from streamstore.routing import send, send_each
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.keys import KeySpace
+    from streamstore.routing import Command
 
-__all__ = ["BLOCK_MS", "follow_feed"]
+__all__ = ["BLOCK_MS", "CLUSTER_BLOCK_MS", "Group", "follow_feed", "read_feeds"]
+
+#: On a cluster, how long a read blocks on one feed while the others are idle, in ms.
+CLUSTER_BLOCK_MS = 100
+
+#: Entries of one stream as read: ``(id, {field: value})``.
+Entries = list[tuple[Any, dict[Any, Any]]]
 
 #: How long one XREAD waits for news, in ms; it blocks again at once, so this only bounds a call.
 BLOCK_MS = 5000
 
 
 async def follow_feed(
-    client: aioredis.Redis, keys: KeySpace, *, block_ms: int = BLOCK_MS
+    client: Client, keys: KeySpace, *, block_ms: int = BLOCK_MS
 ) -> AsyncGenerator[tuple[str, Event], None]:
     """Yield ``(pk, event)`` for each event written to the class's change feed from now on.
 
@@ -38,9 +48,8 @@ async def follow_feed(
         feed: text(top[0][0]) if top else "0-0" for feed, top in zip(feeds, newest, strict=True)
     }
     while True:
-        reply: Any = await client.xread(last, block=block_ms)  # type: ignore[arg-type]
         found = []
-        for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
+        for stream, entries in (await read_feeds(client, last, block_ms=block_ms)).items():
             for entry_id, fields in entries:
                 last[text(stream)] = text(entry_id)
                 found.append(decode_feed_entry(entry_id, fields))
@@ -49,3 +58,82 @@ async def follow_feed(
         found.sort(key=lambda item: item[1].ts)
         for item in found:
             yield item
+
+
+class Group:
+    """A consumer group and the consumer reading for it (`read_feeds` then uses XREADGROUP)."""
+
+    def __init__(self, name: str, consumer: str) -> None:
+        """Read as ``consumer`` of the group ``name``."""
+        self.name, self.consumer = name, consumer
+
+
+async def read_feeds(
+    client: Client,
+    positions: Mapping[str, str],
+    *,
+    count: int | None = None,
+    block_ms: int | None = None,
+    group: Group | None = None,
+    turn: int = 0,
+) -> dict[str, Entries]:
+    """Read feeds from their positions: ``{feed: entries}`` for those that have some.
+
+    On one server this is one XREAD (XREADGROUP with ``group``) of every feed, blocking up
+    to ``block_ms`` when all are idle. A cluster cannot read streams of several slots in one
+    command: each feed is read without blocking (one round trip per primary), and if none
+    had anything, the read blocks on a single feed (``turn`` picks which) for at most
+    `CLUSTER_BLOCK_MS`, so news on another feed waits that long at most.
+    """
+    if not isinstance(client, RedisCluster):
+        streams: Any = dict(positions)
+        if group is None:
+            reply: Any = await client.xread(streams, count=count, block=block_ms)
+        else:
+            reply = await client.xreadgroup(
+                group.name, group.consumer, streams, count=count, block=block_ms
+            )
+        items = reply.items() if isinstance(reply, dict) else reply or []
+        return {text(name): entries for name, entries in items if entries}
+    feeds = list(positions)
+    replies = await send_each(
+        client, [(feed, _read_command(feed, positions[feed], count, None, group)) for feed in feeds]
+    )
+    found = _entries_of(replies)
+    if found or block_ms is None or not feeds:
+        return found
+    feed = feeds[turn % len(feeds)]
+    block = min(block_ms, CLUSTER_BLOCK_MS) or CLUSTER_BLOCK_MS
+    return _entries_of(
+        await send(client, feed, [_read_command(feed, positions[feed], count, block, group)])
+    )
+
+
+def _read_command(
+    feed: str, position: str, count: int | None, block: int | None, group: Group | None
+) -> Command:
+    command: list[str | int] = (
+        ["XREADGROUP", "GROUP", group.name, group.consumer] if group else ["XREAD"]
+    )
+    if count is not None:
+        command += ["COUNT", count]
+    if block is not None:
+        command += ["BLOCK", block]
+    return [*command, "STREAMS", feed, position]
+
+
+def _entries_of(replies: list[Any]) -> dict[str, Entries]:
+    """Turn raw XREAD replies (``[[stream, [[id, [f, v, ...]], ...]]]``) into ``{stream: entries}``."""
+    found: dict[str, Entries] = {}
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+        for stream, entries in reply or []:
+            parsed = [
+                (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+                for entry_id, flat in entries
+                if flat is not None  # a pending entry deleted meanwhile comes back as nil
+            ]
+            if parsed:
+                found[text(stream)] = parsed
+    return found

@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from streamstore._logging import get_logger
 from streamstore.connection import resolve_client
@@ -49,8 +51,7 @@ from streamstore.projections.subscriber import Change, Subscriber
 from streamstore.schema import Codec, field_codec
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client, Target
     from streamstore.model import BaseRedisModel
 
 __all__ = ["field_index", "find_by", "find_pks", "rebuild_index", "value_text"]
@@ -208,7 +209,7 @@ def _keys(model: type[BaseRedisModel]) -> IndexKeys:
     return index_keys(model.__ss_meta__.keys.prefix)
 
 
-def _client(model: type[BaseRedisModel]) -> aioredis.Redis:
+def _client(model: type[BaseRedisModel]) -> Client:
     return resolve_client(model.__ss_meta__.redis)
 
 
@@ -216,7 +217,7 @@ def _client(model: type[BaseRedisModel]) -> aioredis.Redis:
 
 
 async def _update(
-    target: aioredis.Redis,
+    target: Target,
     keys: IndexKeys,
     pk: str,
     event_id: str,
@@ -224,13 +225,17 @@ async def _update(
 ) -> None:
     """Update ``pk``'s entries for ``values`` (field -> text; None: absent) as of ``event_id``.
 
-    ``target`` is a client, or a pipeline that queues the call (and loads the script first).
+    ``target`` is a client, or a pipeline that queues the call. A pipeline sends the script's
+    text (EVAL): a cluster pipeline cannot load a script on the nodes it will reach.
     """
     args = [pk, event_id]
     for field, value in values.items():
         args += [field, keys.members(field, ""), "" if value is None else value]
     script_keys = [keys.fields, *(keys.values(field) for field in values)]
-    await target.register_script(_UPDATE)(script_keys, args)
+    if isinstance(target, Pipeline | ClusterPipeline):
+        target.eval(_UPDATE, len(script_keys), *script_keys, *args)
+    else:
+        await target.register_script(_UPDATE)(script_keys, args)
 
 
 def field_index(
@@ -325,7 +330,7 @@ async def rebuild_index(model: type[BaseRedisModel], *fields: str) -> int:
 
 
 async def _remove_stale(
-    client: aioredis.Redis, model: type[BaseRedisModel], field: str, as_of: str
+    client: Client, model: type[BaseRedisModel], field: str, as_of: str
 ) -> int:
     """Remove the entries of ``field`` whose document does not exist; return how many."""
     keys = _keys(model)

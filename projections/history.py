@@ -13,8 +13,7 @@ from streamstore.operations import FieldPath
 from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.events import Event
 
 __all__ = ["HistoryQuery", "epoch_ms", "field_path", "iter_history", "read_history"]
@@ -91,7 +90,7 @@ class HistoryQuery:
 
 
 async def iter_history(
-    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
+    client: Client, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
 ) -> AsyncIterator[Event]:
     """Yield the events of ``stream`` that ``query`` selects, in its order, a page at a time.
 
@@ -119,7 +118,7 @@ async def iter_history(
 
 
 async def read_history(
-    client: aioredis.Redis, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
+    client: Client, stream: str, query: HistoryQuery, upcast: Upcaster | None = None
 ) -> list[Event]:
     """Return the events `iter_history` yields, as a list."""
     return [event async for event in iter_history(client, stream, query, upcast)]

@@ -43,8 +43,7 @@ from streamstore.projections.history import epoch_ms
 from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.events import Entry, Event
     from streamstore.keys import InstanceKeys, KeySpace
 
@@ -126,7 +125,7 @@ class Replayer:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: KeySpace,
         upcast: Upcaster | None = None,
         *,
@@ -372,7 +371,7 @@ class Replayer:
 
 
 async def replay_at(
-    client: aioredis.Redis,
+    client: Client,
     keys: InstanceKeys,
     *,
     seq: int | None = None,

@@ -28,8 +28,7 @@ from streamstore.projections.consumer import GroupConsumer, Stats
 from streamstore.projections.subscriber import change_of
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.projections.subscriber import Subscriber
 
 __all__ = ["Health", "Runner", "catch_up", "check_health"]
@@ -194,7 +193,7 @@ class Runner:
             "batches": stats.batches,
         }
 
-    async def _report_health(self, client: aioredis.Redis, consumers: list[GroupConsumer]) -> None:
+    async def _report_health(self, client: Client, consumers: list[GroupConsumer]) -> None:
         """Write the health key of each group every ``health_every`` seconds, with a TTL."""
         ttl = max(1, int(self.health_every * 3 * 1000))
         while True:
@@ -215,7 +214,7 @@ class Runner:
                 await pipe.execute()
             await asyncio.sleep(self.health_every)  # the reporting period
 
-    async def _clear_health(self, client: aioredis.Redis) -> None:
+    async def _clear_health(self, client: Client) -> None:
         await client.delete(*(health_key(sub.name, self.name) for sub in self.subscribers))
 
 
@@ -224,7 +223,7 @@ class Health(dict[str, Any]):
 
 
 async def check_health(
-    client: aioredis.Redis, subscribers: Sequence[Subscriber], *, max_age: float = 15.0
+    client: Client, subscribers: Sequence[Subscriber], *, max_age: float = 15.0
 ) -> dict[str, list[Health]]:
     """Return, per subscriber name, the fresh health reports of its live consumers.
 

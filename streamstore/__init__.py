@@ -2,12 +2,15 @@
 
 from streamstore.connection import RedisSettings
 from streamstore.context import event_context
+from streamstore.durability import Durability
 from streamstore.errors import (
     ConcurrencyError,
     ConfigurationError,
     CorruptDocumentError,
     CorruptEventError,
+    CrossSlotError,
     DocumentNotFoundError,
+    DurabilityError,
     EmptyContainerError,
     FieldTypeError,
     HistoryTrimmedError,
@@ -42,7 +45,10 @@ __all__ = [
     "ConfigurationError",
     "CorruptDocumentError",
     "CorruptEventError",
+    "CrossSlotError",
     "DocumentNotFoundError",
+    "Durability",
+    "DurabilityError",
     "EmptyContainerError",
     "Event",
     "FieldTypeError",

@@ -11,15 +11,34 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 
 from streamstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "ClientSource", "RedisSettings", "redacted", "resolve_client"]
+__all__ = [
+    "DEFAULT_URL",
+    "Client",
+    "ClientSource",
+    "RedisSettings",
+    "Target",
+    "is_cluster",
+    "redacted",
+    "resolve_client",
+]
 
 #: Where the default connection goes when ``REDIS_URL`` is not set.
 DEFAULT_URL = "redis://localhost:6379/0"
 
-Client: TypeAlias = "aioredis.Redis"
+#: A client of one Redis server or of a Redis Cluster: streamstore works the same on both.
+Client: TypeAlias = "aioredis.Redis | RedisCluster"
+
+#: A client, or a pipeline of one that queues the commands called on it.
+Target: TypeAlias = "Client | Pipeline | ClusterPipeline"
+
+#: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +52,9 @@ class RedisSettings:
 
     url: str = DEFAULT_URL
     decode_responses: bool = False
+    #: Treat the URL's host as a seed node of a Redis Cluster. A ``redis+cluster://`` (or
+    #: ``rediss+cluster://``) URL, which may list several seed nodes, implies it.
+    cluster: bool = False
 
     @classmethod
     def from_env(cls) -> RedisSettings:
@@ -40,11 +62,47 @@ class RedisSettings:
         return cls(url=os.environ.get("REDIS_URL", DEFAULT_URL))
 
     def client(self) -> Client:
-        """Make a new client for these settings."""
+        """Make a new client for these settings: a `RedisCluster` for a cluster."""
         try:
+            if self.cluster or urlsplit(self.url).scheme in _CLUSTER_SCHEMES:
+                return _cluster_client(self.url, decode_responses=self.decode_responses)
             return aioredis.Redis.from_url(self.url, decode_responses=self.decode_responses)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {redacted(self.url)!r}: {exc}") from None
+
+
+def _cluster_client(url: str, *, decode_responses: bool) -> RedisCluster:
+    """Make a cluster client from ``[redis|rediss][+cluster]://[user:pass@]host:port,.../0?opts``.
+
+    Every listed node is a seed: the client asks the first that answers for the cluster's
+    layout. Query options are those of redis-py's URLs (``socket_timeout`` and so on).
+    """
+    parts = urlsplit(url)
+    scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    seeds = []
+    for address in hosts.split(","):
+        seed = urlsplit(f"//{address}")
+        if not seed.hostname:
+            raise ValueError(f"no host in {address!r}")
+        seeds.append(ClusterNode(seed.hostname, seed.port or 6379))
+    login = f"{credentials}@" if credentials else ""
+    # redis-py parses everything but the hosts: credentials, database, query options.
+    options: dict[str, Any] = dict(
+        parse_url(urlunsplit((scheme, login + "seed", parts.path, parts.query, "")))
+    )
+    for name in ("host", "port"):
+        options.pop(name, None)
+    if options.pop("db", 0):
+        raise ValueError("a Redis Cluster has only database 0")
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return RedisCluster(startup_nodes=seeds, decode_responses=decode_responses, **options)
+
+
+def is_cluster(client: Client) -> bool:
+    """Tell whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
 
 
 def redacted(url: str) -> str:
@@ -72,7 +130,7 @@ _recent: dict[Any, tuple[weakref.ref[asyncio.AbstractEventLoop], Client]] = {}
 
 def resolve_client(source: ClientSource) -> Client:
     """Return the client for ``source`` in the running event loop."""
-    if isinstance(source, aioredis.Redis):
+    if isinstance(source, aioredis.Redis | RedisCluster):
         return source
     loop = asyncio.get_running_loop()
     if source is None:

@@ -7,7 +7,9 @@ __all__ = [
     "ConfigurationError",
     "CorruptDocumentError",
     "CorruptEventError",
+    "CrossSlotError",
     "DocumentNotFoundError",
+    "DurabilityError",
     "EmptyContainerError",
     "FieldTypeError",
     "HistoryTrimmedError",
@@ -62,6 +64,14 @@ class EmptyContainerError(UsageError, IndexError):
     """Pop from an empty list, or a list index out of range."""
 
 
+class CrossSlotError(UsageError):
+    """A transaction would span several Redis Cluster hash slots, which no cluster can do.
+
+    Raised before anything is written. All keys of one instance share a slot; two instances
+    share one only if they are of one class and in one partition.
+    """
+
+
 class KeyMissingError(UsageError, KeyError):
     """A dict key that is not there (``apop`` without default, ``adel_item``, ``apopitem``)."""
 
@@ -88,6 +98,20 @@ class ConfigurationError(StreamStoreError):
 
 class RedisJSONMissingError(ConfigurationError):
     """The Redis server has no RedisJSON module loaded."""
+
+
+class DurabilityError(StreamStoreError):
+    """A write was applied, but fewer replicas (or disks) confirmed it than ``Meta.durability`` asks.
+
+    The write is not undone: it is in the primary's memory and may still reach the replicas.
+    It may also be lost, if the primary fails before they have it.
+    """
+
+    def __init__(self, message: str, *, confirmed: int) -> None:
+        """Keep how many replicas (or, for ``aof``, disks) confirmed the write in time."""
+        super().__init__(message)
+        #: How many replicas confirmed the write in time.
+        self.confirmed = confirmed
 
 
 # --- what is stored is not what we expect ---------------------------------------------------

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError, WatchError
 
+from streamstore.connection import Client
+from streamstore.durability import Durability
 from streamstore.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -26,6 +28,7 @@ from streamstore.plan import (
     error_from_reply,
     parse_reply,
 )
+from streamstore.routing import Command, exchange, pinned, require_one_slot, send, send_each
 
 __all__ = [
     "Head",
@@ -62,58 +65,101 @@ _LIBRARY = re.sub(
 )
 
 
-async def run_plan(client: aioredis.Redis, plan: Plan) -> Applied:
-    """Run ``plan`` atomically in one round trip (FCALL; the library is loaded on first miss)."""
+async def run_plan(client: Client, plan: Plan, durability: Durability | None = None) -> Applied:
+    """Run ``plan`` atomically in one round trip (FCALL; the library is loaded on first miss).
+
+    With ``durability``, the wait for replicas follows in the same round trip.
+    """
+    if durability is not None:
+        (applied,) = await _run_durably(client, [plan], durability)
+        return applied
     return parse_reply(await _call(client, _FUNCTION, plan.keys, plan.args))
 
 
-async def _call(
-    client: aioredis.Redis, function: str, keys: Sequence[str], args: Sequence[str]
-) -> Any:
+async def _call(client: Client, function: str, keys: Sequence[str], args: Sequence[str]) -> Any:
     """Call one of our functions, loading the library on a miss; map its errors."""
-    try:
-        try:
-            return await client.fcall(function, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not _function_missing(exc):
-                raise
-            await _load_library(client)
-            return await client.fcall(function, len(keys), *keys, *args)
-    except ResponseError as exc:
-        message = str(exc)
+    for attempt in range(2):
+        (reply,) = await send(client, keys[0], [_fcall_args(function, keys, args)])
+        if attempt or not _function_missing(reply):
+            break
+        await _load_library(client)
+    if isinstance(reply, ResponseError):
+        message = str(reply)
         if "unknown command" in message.lower() and "fcall" in message.lower():
             raise ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)") from None
-        error = error_from_reply(message, key=keys[0])
-        if error is None:
-            raise
-        raise error from None
+        raise error_from_reply(message, key=keys[0]) or reply
+    return reply
 
 
-async def run_plans(client: aioredis.Redis, plans: Sequence[Plan]) -> list[Applied]:
+def _fcall_args(function: str, keys: Sequence[str], args: Sequence[str]) -> Command:
+    return ("FCALL", function, len(keys), *keys, *args)
+
+
+async def run_plans(
+    client: Client, plans: Sequence[Plan], durability: Durability | None = None
+) -> list[Applied]:
     """Run several plans in one round trip; each is atomic on its own, not all together.
 
-    Raises the first plan's error, if any failed (the others have been applied).
+    Raises the first plan's error, if any failed (the others have been applied). On a cluster
+    the plans go to their slots' primaries, one round trip to each.
     """
+    if durability is not None:
+        return await _run_durably(client, plans, durability)
     replies = await _pipelined(client, _FUNCTION, [(plan.keys, plan.args) for plan in plans])
     return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
 
 
-async def _pipelined(
-    client: aioredis.Redis, function: str, calls: Sequence[tuple[Sequence[str], Sequence[str]]]
-) -> list[Any]:
-    """Call ``function`` once per ``(keys, args)`` in one round trip; return the replies.
+async def _run_durably(
+    client: Client, plans: Sequence[Plan], durability: Durability
+) -> list[Applied]:
+    """Run plans, each followed by the durability wait on the connection that wrote it.
 
-    Errors come back as replies. If the server lacks our library, nothing ran: it is loaded
-    and the calls are sent again.
+    WAIT counts the replicas that hold what *its own connection* wrote, so each write and its
+    wait share one connection, to the primary of the write's slot.
     """
-    for attempt in range(2):
-        async with client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.fcall(function, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        if attempt or not any(_function_missing(reply) for reply in replies):
-            break
-        await _load_library(client)  # nothing ran: every call missed the function
+    applied = []
+    for plan in plans:
+        for attempt in range(2):
+            reply, confirmed = await send(
+                client,
+                plan.keys[0],
+                [_fcall_args(_FUNCTION, plan.keys, plan.args), durability.command()],
+            )
+            if attempt or not _function_missing(reply):
+                break
+            await _load_library(client)  # the FCALL missed the function: nothing was applied
+        applied.append(_result(plan, reply))
+        _check_durable(durability, confirmed, plan.keys[0])
+    return applied
+
+
+def _check_durable(durability: Durability, reply: Any, key: str) -> None:
+    if isinstance(reply, ResponseError):
+        message = str(reply)
+        if "unknown command" in message.lower():
+            raise ConfigurationError(f"Durability(aof=True) needs Redis 7.2 or later: {message}")
+        if "appendonly" in message.lower():
+            raise ConfigurationError(f"Durability(aof=True) needs `appendonly yes`: {message}")
+        raise reply
+    durability.check(reply, key)
+
+
+async def _pipelined(
+    client: Client, function: str, calls: Sequence[tuple[Sequence[str], Sequence[str]]]
+) -> list[Any]:
+    """Call ``function`` once per ``(keys, args)``, one round trip per primary; the replies.
+
+    Errors come back as replies. If a server lacks our library, nothing ran there: it is
+    loaded and the calls are sent again.
+    """
+    commands = [(keys[0], _fcall_args(function, keys, args)) for keys, args in calls]
+    replies = await send_each(client, commands)
+    missing = [index for index, reply in enumerate(replies) if _function_missing(reply)]
+    if missing:
+        await _load_library(client)  # nothing ran where the function was missing
+        again = await send_each(client, [commands[index] for index in missing])
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
     return replies
 
 
@@ -128,39 +174,72 @@ class Check:
 
 
 async def run_plans_atomically(
-    client: aioredis.Redis, plans: Sequence[Plan], checks: Sequence[Check]
+    client: Client,
+    plans: Sequence[Plan],
+    checks: Sequence[Check],
+    durability: Durability | None = None,
 ) -> list[Applied]:
     """Run plans of several instances all together or not at all.
 
-    WATCHes their documents and streams, verifies ``checks`` (raising `ConcurrencyError` or
-    `DocumentNotFoundError` before anything is written), then sends every call in one MULTI/EXEC;
-    redis-py's `WatchError` means another client wrote in between and nothing was applied.
+    On one connection: WATCHes their documents and streams, verifies ``checks`` (raising
+    `ConcurrencyError` or `DocumentNotFoundError` before anything is written), then sends every
+    call in one MULTI/EXEC (and the durability wait after it). `WatchError` means another
+    client wrote in between and nothing was applied. On a cluster every key must be in one
+    hash slot, else `CrossSlotError` comes before anything is sent.
     """
+    if isinstance(client, RedisCluster):
+        require_one_slot([key for plan in plans for key in plan.keys])
+    watched = [key for check in checks for key in (check.doc, check.stream)]
     for attempt in range(2):
-        async with client.pipeline(transaction=True) as pipe:
-            await pipe.watch(*(key for check in checks for key in (check.doc, check.stream)))
-            for check in checks:
-                if check.must_exist and not await pipe.exists(check.doc):
-                    raise DocumentNotFoundError(f"{check.doc} does not exist")
-                if check.expected_seq is not None:
-                    seq = _last_seq(await pipe.xrevrange(check.stream, "+", "-", count=1))
-                    if seq != check.expected_seq:
-                        raise ConcurrencyError(
-                            f"{check.doc} was changed by another writer (now at seq {seq})"
-                        )
-            pipe.multi()  # type: ignore[no-untyped-call]
-            for plan in plans:
-                _fcall(pipe, plan)
-            replies = await pipe.execute(raise_on_error=False)
-        if attempt or not all(_function_missing(reply) for reply in replies):
+        async with pinned(client, watched[0]) as connection:
+            (watching,) = await exchange(connection, [("WATCH", *watched)])
+            if isinstance(watching, ResponseError):
+                raise watching
+            found = await exchange(
+                connection,
+                [
+                    command
+                    for check in checks
+                    for command in (
+                        ("EXISTS", check.doc),
+                        ("XREVRANGE", check.stream, "+", "-", "COUNT", 1),
+                    )
+                ],
+            )
+            for check, exists, last in zip(checks, found[::2], found[1::2], strict=True):
+                _verify(check, exists, last)
+            transaction: list[Command] = [
+                ("MULTI",),
+                *(_fcall_args(_FUNCTION, plan.keys, plan.args) for plan in plans),
+                ("EXEC",),
+            ]
+            if durability is not None:
+                transaction.append(durability.command())
+            replies = await exchange(connection, transaction)
+        results = replies[len(plans) + 1]
+        if isinstance(results, ResponseError):
+            raise results  # EXECABORT: a call was refused while queueing; nothing ran
+        if results is None:
+            raise WatchError("a watched key changed: nothing was applied")
+        if attempt or not all(_function_missing(reply) for reply in results):
             break
         await _load_library(client)  # every call missed the function: nothing was applied
-    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+    applied = [_result(plan, reply) for plan, reply in zip(plans, results, strict=True)]
+    if durability is not None:
+        _check_durable(durability, replies[-1], plans[0].keys[0])
+    return applied
 
 
-def _fcall(target: aioredis.Redis, plan: Plan) -> Any:
-    """Call our function for ``plan`` on a client (an awaitable) or queue it on a pipeline."""
-    return target.fcall(_FUNCTION, len(plan.keys), *plan.keys, *plan.args)
+def _verify(check: Check, exists: Any, last: Any) -> None:
+    """Raise if ``check`` fails, given its document's EXISTS and its stream's last entry."""
+    if isinstance(exists, ResponseError) or isinstance(last, ResponseError):
+        raise exists if isinstance(exists, ResponseError) else last
+    if check.must_exist and not exists:
+        raise DocumentNotFoundError(f"{check.doc} does not exist")
+    if check.expected_seq is not None:
+        seq = read_entry(*flat_entry(last[0])).seq if last else 0
+        if seq != check.expected_seq:
+            raise ConcurrencyError(f"{check.doc} was changed by another writer (now at seq {seq})")
 
 
 def _function_missing(reply: Any) -> bool:
@@ -174,19 +253,10 @@ def _result(plan: Plan, reply: Any) -> Applied:
     return parse_reply(reply)
 
 
-def _last_seq(entries: Any) -> int:
-    if not entries:
-        return 0
-    fields = {text(name): value for name, value in entries[0][1].items()}
-    return int(text(fields["seq"]))
-
-
-async def _load_library(client: aioredis.Redis) -> None:
-    try:
-        await client.function_load(_LIBRARY)
-    except ResponseError as exc:
-        if "already exists" not in str(exc):  # else another client loaded it meanwhile
-            raise
+async def _load_library(client: Client) -> None:
+    # REPLACE: its name holds a hash of its text, so replacing changes nothing, and a client
+    # loading it meanwhile is no error. On a cluster redis-py sends it to every primary.
+    await client.function_load(_LIBRARY, replace=True)
 
 
 def _json_error(exc: ResponseError) -> Exception:
@@ -196,36 +266,30 @@ def _json_error(exc: ResponseError) -> Exception:
     return exc
 
 
-async def get_document(client: aioredis.Redis, key: str) -> str | bytes | None:
+async def get_document(client: Client, key: str) -> str | bytes | None:
     """Return the raw JSON document at ``key`` (as the client returns it), or None."""
     try:
-        raw: str | bytes | None = await client.execute_command("JSON.GET", key)  # type: ignore[no-untyped-call]
+        raw: str | bytes | None = await client.execute_command("JSON.GET", key)
     except ResponseError as exc:
         raise _json_error(exc) from None
     return raw  # bytes or str: it goes straight to validate_json
 
 
 async def get_document_and_seq(
-    client: aioredis.Redis, key: str, stream: str
+    client: Client, key: str, stream: str
 ) -> tuple[str | bytes | None, int]:
     """Return the document at ``key`` and the last seq of ``stream``, read atomically."""
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.execute_command("JSON.GET", key)
-        pipe.xrevrange(stream, "+", "-", count=1)
-        try:
-            raw, last = await pipe.execute()
-        except ResponseError as exc:
-            raise _json_error(exc) from None
-    return raw, _last_seq(last)
+    head = await read_head(client, key, stream, 1)
+    return head.document, head.entries[0].seq if head.entries else 0
 
 
-async def get_path(client: aioredis.Redis, key: str, path: str) -> str | None:
+async def get_path(client: Client, key: str, path: str) -> str | None:
     """Return the raw JSON value at ``path`` of the document ``key``.
 
     None when the document does not exist or the path matches nothing.
     """
     try:
-        raw: Any = await client.execute_command("JSON.GET", key, path)  # type: ignore[no-untyped-call]
+        raw: Any = await client.execute_command("JSON.GET", key, path)
     except ResponseError as exc:
         raise _json_error(exc) from None
     if raw is None:
@@ -252,14 +316,12 @@ def _head(reply: Sequence[Any]) -> Head:
     return Head(raw or None, [read_entry(*flat_entry(entry)) for entry in entries])
 
 
-async def read_head(client: aioredis.Redis, doc: str, stream: str, count: int) -> Head:
+async def read_head(client: Client, doc: str, stream: str, count: int) -> Head:
     """Read the document ``doc`` and the newest ``count`` events of ``stream`` atomically."""
     return _head(await _call(client, _READ, (doc, stream), (str(count),)))
 
 
-async def read_heads(
-    client: aioredis.Redis, pairs: Sequence[tuple[str, str]], count: int
-) -> list[Head]:
+async def read_heads(client: Client, pairs: Sequence[tuple[str, str]], count: int) -> list[Head]:
     """`read_head` for many instances in one round trip (each read atomic on its own)."""
     replies = await _pipelined(
         client, _READ, [((doc, stream), (str(count),)) for doc, stream in pairs]
@@ -273,7 +335,7 @@ async def read_heads(
 
 
 async def put_document(
-    client: aioredis.Redis, doc: str, stream: str, *, expected_seq: int, path: str, value: str
+    client: Client, doc: str, stream: str, *, expected_seq: int, path: str, value: str
 ) -> str | None:
     """Write ``value`` at ``path`` of ``doc`` if its stream is still at ``expected_seq``.
 
@@ -286,7 +348,7 @@ async def put_document(
 
 
 async def iter_entries(
-    client: aioredis.Redis,
+    client: Client,
     stream: str,
     *,
     start: str = "-",
@@ -317,7 +379,7 @@ async def iter_entries(
 
 
 async def iter_events(
-    client: aioredis.Redis,
+    client: Client,
     stream: str,
     *,
     start: str = "-",
@@ -332,47 +394,47 @@ async def iter_events(
         yield [entry.event() for entry in entries]
 
 
-async def scan_keys(
-    client: aioredis.Redis, pattern: str, *, count: int = 1000
-) -> AsyncIterator[list[str]]:
+async def scan_keys(client: Client, pattern: str, *, count: int = 1000) -> AsyncIterator[list[str]]:
     """Yield the keys matching ``pattern``, one SCAN page at a time (never the whole keyspace).
 
     Like SCAN itself, a key present throughout is yielded at least once, and may be yielded
     twice if the keyspace is resized meanwhile.
+    On a cluster every primary is scanned.
     """
-    cursor = 0
-    while True:
-        cursor, keys = await client.scan(cursor, match=pattern, count=count)
-        if keys:
-            yield [text(key) for key in keys]
-        if not cursor:
-            return
+    page: list[str] = []
+    async for key in client.scan_iter(match=pattern, count=count):
+        page.append(text(key))
+        if len(page) >= count:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
-async def trim_before(client: aioredis.Redis, stream: str, first_kept_id: str) -> int:
+async def trim_before(client: Client, stream: str, first_kept_id: str) -> int:
     """Delete the entries of ``stream`` older than ``first_kept_id``; return how many."""
     return int(await client.xtrim(stream, minid=first_kept_id, approximate=False))
 
 
-async def first_entry(client: aioredis.Redis, stream: str) -> Entry | None:
+async def first_entry(client: Client, stream: str) -> Entry | None:
     """Return the oldest entry kept in ``stream``, or None when it has none."""
     async for page in iter_entries(client, stream, page=1):
         return page[0]
     return None
 
 
-async def hold_lease(client: aioredis.Redis, key: str, owner: str, ms: int) -> bool:
+async def hold_lease(client: Client, key: str, owner: str, ms: int) -> bool:
     """Renew the lease ``key`` for ``ms`` if ``owner`` holds it; tell whether it does."""
     return bool(await _call(client, _LEASE, (key,), ("renew", owner, str(ms))))
 
 
-async def release_lease(client: aioredis.Redis, key: str, owner: str) -> bool:
+async def release_lease(client: Client, key: str, owner: str) -> bool:
     """Release the lease ``key`` if ``owner`` holds it; tell whether it did."""
     return bool(await _call(client, _LEASE, (key,), ("release", owner, "0")))
 
 
 async def list_members(
-    client: aioredis.Redis, index: str, expiry: str, *, after: str = "", count: int = 1000
+    client: Client, index: str, expiry: str, *, after: str = "", count: int = 1000
 ) -> list[str]:
     """Return up to ``count`` pks of a partition's index in pk order, after ``after``.
 

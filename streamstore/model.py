@@ -16,6 +16,7 @@ from streamstore._logging import debug_enabled, get_logger
 from streamstore.changes import changes_since
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.context import current_meta_json
+from streamstore.durability import Durability
 from streamstore.enabled import RedisEnabledModel
 from streamstore.errors import (
     ConfigurationError,
@@ -42,8 +43,7 @@ from streamstore.timeline import Timeline
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.operations import Op
     from streamstore.plan import Plan
 
@@ -75,6 +75,8 @@ class ModelMeta:
     primary_key: str | None = None
     #: Default TTL of ``insert``/``update`` (a `Store`'s ``life_span_in_seconds``).
     life_span: int | None = None
+    #: What every write waits for after Redis applied it (replicas, aof); None: nothing.
+    durability: Durability | None = None
     keys: KeySpace = field(default_factory=lambda: KeySpace("", 16))
     #: `upcasters` checked and chained; None when there are none.
     upcast: UpcasterChain | None = None
@@ -89,6 +91,7 @@ class ModelMeta:
         "schema_version",
         "upcasters",
         "primary_key",
+        "durability",
     )
 
     @classmethod
@@ -118,6 +121,9 @@ class ModelMeta:
         key_field = options.get("primary_key")
         if key_field is not None and key_field not in model.__pydantic_fields__:
             raise ConfigurationError(f"{model.__name__}: primary key {key_field!r} is not a field")
+        durability = options.get("durability")
+        if durability is not None and not isinstance(durability, Durability):
+            raise ConfigurationError(f"{model.__name__}: Meta.durability must be a Durability")
         chain = UpcasterChain(
             options.get("schema_version", 1), options.get("upcasters", {}), model.__name__
         )
@@ -247,7 +253,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
     # --- reads -----------------------------------------------------------------------------
 
     @classmethod
-    def _ss_client(cls) -> aioredis.Redis:
+    def _ss_client(cls) -> Client:
         return resolve_client(cls.__ss_meta__.redis)
 
     @classmethod
@@ -418,7 +424,11 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         op = ops.duplicate(document, self.key, self.version, readback=readback)
         copies = [type(self).model_validate_json(document) for _ in range(count)]
         plans = [copy._ss_plan([op], create=False) for copy in copies]
-        for copy, applied in zip(copies, await run_plans(self._ss_client(), plans), strict=True):
+        for copy, applied in zip(
+            copies,
+            await run_plans(self._ss_client(), plans, self.__ss_meta__.durability),
+            strict=True,
+        ):
             copy._ss_applied(applied)
         return copies
 
@@ -491,7 +501,8 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         )
 
     async def _ss_send(self, plans: Sequence[Plan]) -> list[Applied]:
-        return [await run_plan(self._ss_client(), plan) for plan in plans]
+        client, durability = self._ss_client(), self.__ss_meta__.durability
+        return [await run_plan(client, plan, durability) for plan in plans]
 
     def _ss_applied(self, applied: Applied) -> None:
         """Record a write that reached Redis: persisted, new version, logged."""

@@ -127,7 +127,10 @@ async def _send_together(entries: list[_Queued], plans: list[Plan]) -> list[Appl
         must_exist = not entry.create and needs_document(entry.ops[0])
         checks.append(Check(keys.doc, keys.stream, entry.guard, must_exist))
     try:
-        return await run_plans_atomically(entries[0].model._ss_client(), plans, checks)
+        # Models of several classes: wait as long as the most demanding of them asks.
+        wanted = [e.model.__ss_meta__.durability for e in entries if e.model.__ss_meta__.durability]
+        durability = max(wanted, key=lambda d: (d.aof, d.replicas), default=None)
+        return await run_plans_atomically(entries[0].model._ss_client(), plans, checks, durability)
     except WatchError:
         raise ConcurrencyError(
             "an instance in the pipeline changed before it was applied"

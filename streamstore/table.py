@@ -72,7 +72,11 @@ class TableModel(BaseRedisModel):
             return
         ttl = cls._ss_life_span(life_span_seconds)
         plans = [record._ss_save_plan(ttl) for record in records]
-        for record, applied in zip(records, await run_plans(cls._ss_client(), plans), strict=True):
+        for record, applied in zip(
+            records,
+            await run_plans(cls._ss_client(), plans, cls.__ss_meta__.durability),
+            strict=True,
+        ):
             record._ss_applied(applied)
 
     def _ss_save_plan(self, ttl: int) -> Plan:
@@ -117,7 +121,7 @@ class TableModel(BaseRedisModel):
                 cls._ss_handle(pk)._ss_plan([ops.delete(if_exists=True)], create=False)
                 for pk in chunk
             ]
-            applied = await run_plans(cls._ss_client(), plans)
+            applied = await run_plans(cls._ss_client(), plans, cls.__ss_meta__.durability)
             deleted += sum(1 for result in applied if result.events)
         return deleted
 

@@ -14,8 +14,7 @@ from streamstore.projections.replay import Replayer, Report, Summary
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import redis.asyncio as aioredis
-
+    from streamstore.connection import Client
     from streamstore.events import Event
     from streamstore.model import ModelMeta
     from streamstore.operations import Op
@@ -41,7 +40,7 @@ class Timeline:
         @property
         def stream_key(self) -> str: ...  # noqa: D102
         @classmethod
-        def _ss_client(cls) -> aioredis.Redis: ...
+        def _ss_client(cls) -> Client: ...
         @classmethod
         def key_for(cls, pk: str) -> str: ...  # noqa: D102
         @classmethod
@@ -50,7 +49,7 @@ class Timeline:
         def _ss_only_top_level(self, action: str) -> None: ...
 
     @classmethod
-    def replayer(cls, client: aioredis.Redis | None = None) -> Replayer:
+    def replayer(cls, client: Client | None = None) -> Replayer:
         """Return the class's `Replayer`: the read side the methods below use.
 
         It reads through ``client``, else the class's own client (``Meta.redis``) for this loop.

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Redis with RedisJSON for the whole session."""
+"""Shared fixtures: a private Redis with RedisJSON (or a cluster of them) for the whole session."""
 
 from __future__ import annotations
 
@@ -8,19 +8,37 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 import redis as redis_sync
-import redis.asyncio as aioredis
+from clients import async_client, cluster_requested, sync_client
 
-from streamstore.testing import RedisServer, redis_url_for_tests
+from streamstore.testing import RedisClusterServer, RedisServer, redis_url_for_tests
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from streamstore.connection import Client
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of the session's Redis: `$REDIS_URL` if set, else a private server started here."""
+    """URL of the session's Redis: `$REDIS_URL` if set, else a private server started here.
+
+    With ``STREAMSTORE_TEST_CLUSTER=1``, a private 3-master cluster (``redis+cluster://``).
+    """
+    if cluster_requested():
+        with RedisClusterServer(masters=3) as cluster:
+            yield cluster.url
+        return
     with redis_url_for_tests() as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against a cluster, leave out the tests marked ``single_node`` (they say why)."""
+    if not cluster_requested():
+        return
+    kept = [item for item in items if item.get_closest_marker("single_node") is None]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +57,9 @@ def _redis_url_env(redis_url: str) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def flushed_client(url: str, *, decode: bool) -> AsyncIterator[aioredis.Redis]:
+async def flushed_client(url: str, *, decode: bool) -> AsyncIterator[Client]:
     """Open a client on ``url`` and flush its database first (so a failure leaves data to see)."""
-    client = aioredis.Redis.from_url(url, decode_responses=decode)
+    client = async_client(url, decode=decode)
     try:
         await client.flushdb()
         yield client
@@ -50,23 +68,23 @@ async def flushed_client(url: str, *, decode: bool) -> AsyncIterator[aioredis.Re
 
 
 @pytest.fixture
-def db(redis_url: str) -> Iterator[redis_sync.Redis]:
+def db(redis_url: str) -> Iterator[redis_sync.Redis | redis_sync.RedisCluster]:
     """A sync client (str replies) on a freshly flushed database, for tests that are not async."""
-    client = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url)
     client.flushdb()
     yield client
     client.close()
 
 
 @pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def redis(redis_url: str) -> AsyncIterator[Client]:
     """A bytes-returning async client on a freshly flushed database."""
     async with flushed_client(redis_url, decode=False) as client:
         yield client
 
 
 @pytest_asyncio.fixture
-async def redis_decoded(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def redis_decoded(redis_url: str) -> AsyncIterator[Client]:
     """A str-returning async client (`decode_responses=True`) on a freshly flushed database."""
     async with flushed_client(redis_url, decode=True) as client:
         yield client

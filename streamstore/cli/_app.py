@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Annotated, Any, NoReturn
 
-import redis.asyncio as aioredis
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from streamstore.connection import RedisSettings
+from streamstore.connection import Client, RedisSettings
 from streamstore.errors import StreamStoreError
 from streamstore.keys import InstanceKeys, instance_keys_of
 from streamstore.model import BaseRedisModel
@@ -122,7 +121,7 @@ def load_object(path: str, what: str, form: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def connect(url: str) -> AsyncIterator[aioredis.Redis]:
+async def connect(url: str) -> AsyncIterator[Client]:
     client = RedisSettings(url=url).client()
     try:
         yield client

@@ -33,8 +33,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
+
+from streamstore.connection import Client
 
 __all__ = [
     "PR_SEPARATOR",
@@ -221,7 +222,7 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-async def load_nested(client: aioredis.Redis, tops: Iterable[Mapping[str, str]]) -> Nested:
+async def load_nested(client: Client, tops: Iterable[Mapping[str, str]]) -> Nested:
     """Load every nested record the hashes ``tops`` refer to, level by level (a round trip each).
 
     A record shared by many (one author of many books) is a single hash: it is read once.

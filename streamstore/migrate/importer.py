@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from streamstore.connection import Client
 from streamstore.context import event_context
 from streamstore.errors import NotJSONError, UsageError
 from streamstore.executor import run_plans
@@ -95,8 +95,8 @@ async def import_records(
     model: type[TableModel],
     *,
     source: Source,
-    client: aioredis.Redis,
-    target: aioredis.Redis | None = None,
+    client: Client,
+    target: Client | None = None,
     table: str | None = None,
     prefix: str | None = None,
     separator: str | None = None,
@@ -185,9 +185,9 @@ class _Importer:
     model: type[TableModel]
     #: What the old record keys start with; the pk follows.
     stem: str
-    client: aioredis.Redis
+    client: Client
     #: Where the events go; None in a dry run.
-    writer: aioredis.Redis | None
+    writer: Client | None
     report: ImportReport
     #: Called after each batch with the number of old keys it handled.
     progress: Callable[[int], object] | None
@@ -252,7 +252,7 @@ class _Importer:
         return None
 
     async def _write(
-        self, writer: aioredis.Redis, valid: list[tuple[_Old, tuple[TableModel, str]]]
+        self, writer: Client, valid: list[tuple[_Old, tuple[TableModel, str]]]
     ) -> None:
         """Write each record as a ``saved`` event with its TTL, all in one round trip.
 

@@ -1,0 +1,94 @@
+"""Failover: a primary is SIGKILLed, its replica takes over, and no acknowledged event is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+from pydantic import Field
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+from waiting import eventually
+
+from streamstore import BaseRedisModel, Durability, StreamStoreError
+from streamstore.testing import RedisClusterServer
+
+pytestmark = pytest.mark.cluster
+
+#: Instances written to concurrently; spread over every primary.
+WRITERS = 12
+#: Acknowledged appends each writer must see before the kill, and again after the failover.
+BEFORE, AFTER = 15, 15
+
+
+async def test_writes_continue_through_a_failover_and_no_acknowledged_event_is_lost() -> None:
+    # Two replicas per primary: after the failover the promoted one still has a replica to
+    # confirm writes (with one, every write there would be applied but unconfirmed).
+    with RedisClusterServer(masters=3, replicas=2) as cluster:
+
+        class Ledger(BaseRedisModel):
+            entries: list[int] = Field(default_factory=list)
+
+            class Meta:
+                redis = cluster.url
+                durability = Durability(replicas=1, timeout_ms=2000)
+
+        ledgers = [Ledger() for _ in range(WRITERS)]
+        for ledger in ledgers:
+            await ledger.save()
+        client = Ledger._ss_client()
+        assert isinstance(client, RedisCluster)
+        victim = client.get_node_from_key(ledgers[0]._ss_instance_keys().doc)
+        assert victim is not None
+        on_victim = [
+            ledger
+            for ledger in ledgers
+            if client.get_node_from_key(ledger._ss_instance_keys().doc) == victim
+        ]
+
+        acknowledged: dict[str, list[int]] = defaultdict(list)
+        failures: list[BaseException] = []
+        healthy = asyncio.Event()
+        after: dict[str, int] = defaultdict(int)
+
+        async def write(ledger: Ledger) -> None:
+            value = 0
+            while after[ledger.pk] < AFTER:
+                value += 1
+                try:
+                    await ledger.entries.aappend(value)
+                except (RedisError, StreamStoreError, OSError) as exc:
+                    failures.append(exc)  # unknown outcome: may or may not have been applied
+                    await asyncio.sleep(0.05)  # back off while the cluster fails over
+                    continue
+                acknowledged[ledger.pk].append(value)
+                if healthy.is_set():
+                    after[ledger.pk] += 1
+
+        writers = [asyncio.create_task(write(ledger)) for ledger in ledgers]
+        await eventually(
+            lambda: _all_at_least(acknowledged, ledgers, BEFORE), "writes before the kill"
+        )
+        await asyncio.to_thread(cluster.kill, victim.port)
+        await asyncio.to_thread(cluster.wait_until_healthy)
+        assert victim.port not in cluster.master_ports()
+        healthy.set()
+        await asyncio.wait_for(asyncio.gather(*writers), timeout=60)
+
+        assert failures, "the kill should have interrupted some writes"
+        for ledger in ledgers:
+            stored = await Ledger.get(ledger.key)
+            appends = [event for event in await stored.history() if event.type != "saved"]
+            kept = set(stored.entries)
+            lost = [value for value in acknowledged[ledger.pk] if value not in kept]
+            assert not lost, f"{ledger.pk} lost acknowledged appends {lost}"
+            assert len(appends) == len(stored.entries)  # an event per element, none invented
+            assert (await Ledger.verify(ledger.pk)).equal
+        assert all(after[ledger.pk] >= AFTER for ledger in on_victim)
+
+
+async def _all_at_least(
+    acknowledged: dict[str, list[int]], ledgers: list[BaseRedisModel], n: int
+) -> bool:
+    return all(len(acknowledged[ledger.pk]) >= n for ledger in ledgers)
