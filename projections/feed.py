@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from streamstore.events import Event, decode_feed_entry, text
+from streamstore.events import Event, decode_feed_entry, flat_entry, text
 from streamstore.routing import send, send_each
 
 if TYPE_CHECKING:
@@ -123,17 +123,18 @@ def _read_command(
 
 
 def _entries_of(replies: list[Any]) -> dict[str, Entries]:
-    """Turn raw XREAD replies (``[[stream, [[id, [f, v, ...]], ...]]]``) into ``{stream: entries}``."""
+    """Turn raw XREAD replies into ``{stream: entries}`` (RESP2 arrays or RESP3 maps)."""
     found: dict[str, Entries] = {}
     for reply in replies:
         if isinstance(reply, ResponseError):
             raise reply
-        for stream, entries in reply or []:
+        for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
             parsed = [
-                (entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-                for entry_id, flat in entries
-                if flat is not None  # a pending entry deleted meanwhile comes back as nil
+                (entry_id, fields) if isinstance(fields, dict) else flat_entry((entry_id, fields))
+                for entry_id, fields in entries
+                if fields is not None  # a pending entry deleted meanwhile comes back as nil
             ]
             if parsed:
                 found[text(stream)] = parsed
     return found
+

@@ -48,6 +48,7 @@ from streamstore.keys import IndexKeys, index_keys
 from streamstore.operations import JSON, OPERATIONS, FieldPath, json_path
 from streamstore.projections.history import field_path
 from streamstore.projections.subscriber import Change, Subscriber
+from streamstore.routing import send
 from streamstore.schema import Codec, field_codec
 
 if TYPE_CHECKING:
@@ -378,10 +379,18 @@ async def _pks(model: type[BaseRedisModel], wanted: Mapping[str, str]) -> set[st
     """Intersect the member sets of ``wanted``; `UsageError` if a field is not indexed."""
     client, keys = _client(model), _keys(model)
     fields = list(wanted)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.smismember(keys.fields, fields)
-        pipe.sinter([keys.members(field, value) for field, value in wanted.items()])
-        recorded, found = await pipe.execute()
+    # Every key of a class's index shares one hash slot: one round trip, on a cluster too.
+    recorded, found = await send(
+        client,
+        keys.fields,
+        [
+            ("SMISMEMBER", keys.fields, *fields),
+            ("SINTER", *(keys.members(field, value) for field, value in wanted.items())),
+        ],
+    )
+    for reply in (recorded, found):
+        if isinstance(reply, Exception):
+            raise reply
     declared = _DECLARED.get(model, set())
     missing = [
         f for f, known in zip(fields, recorded, strict=True) if not known and f not in declared

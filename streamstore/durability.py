@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from streamstore.errors import ConfigurationError, DurabilityError
@@ -36,14 +37,29 @@ class Durability:
         if not self.replicas and not self.aof:
             raise ConfigurationError("Durability: wait for replicas >= 1, or for the aof")
 
+    @classmethod
+    def strictest(cls, wanted: Iterable[Durability | None]) -> Durability | None:
+        """Return what satisfies every one of ``wanted`` (None when none asks for anything)."""
+        asked = [durability for durability in wanted if durability is not None]
+        if not asked:
+            return None
+        return cls(
+            replicas=max(durability.replicas for durability in asked),
+            aof=any(durability.aof for durability in asked),
+            timeout_ms=max(durability.timeout_ms for durability in asked),
+        )
+
     def command(self) -> tuple[str | int, ...]:
         """Return the command that waits for the confirmations (``WAIT`` or ``WAITAOF``)."""
         if self.aof:
             return ("WAITAOF", 1, self.replicas, self.timeout_ms)
         return ("WAIT", self.replicas, self.timeout_ms)
 
-    def check(self, reply: object, key: str) -> None:
-        """Raise `DurabilityError` unless ``reply`` (of `command`) confirms enough copies."""
+    def check(self, reply: object, key: str, applied: Sequence[object] = ()) -> None:
+        """Raise `DurabilityError` unless ``reply`` (of `command`) confirms enough copies.
+
+        ``applied`` (what the writes applied) travels with the error.
+        """
         if self.aof:
             local, remote = reply if isinstance(reply, list) else (0, 0)
             if int(local) >= 1 and int(remote) >= self.replicas:
@@ -53,6 +69,7 @@ class Durability:
                 f"{'has' if int(local) else 'does not have'} it and {remote} of "
                 f"{self.replicas} replicas' aof do",
                 confirmed=int(remote),
+                applied=applied,
             )
         confirmed = int(reply)  # type: ignore[call-overload]
         if confirmed < self.replicas:
@@ -60,4 +77,5 @@ class Durability:
                 f"{key}: written, but only {confirmed} of {self.replicas} replicas "
                 f"confirmed it within {self.timeout_ms} ms",
                 confirmed=confirmed,
+                applied=applied,
             )

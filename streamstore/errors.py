@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
@@ -101,17 +103,20 @@ class RedisJSONMissingError(ConfigurationError):
 
 
 class DurabilityError(StreamStoreError):
-    """A write was applied, but fewer replicas (or disks) confirmed it than ``Meta.durability`` asks.
+    """Writes were applied, but fewer replicas (or disks) confirmed them than ``Meta.durability`` asks.
 
-    The write is not undone: it is in the primary's memory and may still reach the replicas.
-    It may also be lost, if the primary fails before they have it.
+    The writes are not undone: they are in the primary's memory and may still reach the
+    replicas, or be lost if the primary fails first. The models written are refreshed from
+    Redis before this is raised, so they show what Redis holds.
     """
 
-    def __init__(self, message: str, *, confirmed: int) -> None:
-        """Keep how many replicas (or, for ``aof``, disks) confirmed the write in time."""
+    def __init__(self, message: str, *, confirmed: int, applied: Sequence[object] = ()) -> None:
+        """Keep how many replicas confirmed in time, and what was applied (`Applied` each)."""
         super().__init__(message)
-        #: How many replicas confirmed the write in time.
+        #: How many replicas (for ``aof``: replicas' append-only files) confirmed in time.
         self.confirmed = confirmed
+        #: What each write applied, in order (an `streamstore.plan.Applied` each).
+        self.applied = list(applied)
 
 
 # --- what is stored is not what we expect ---------------------------------------------------

@@ -112,28 +112,52 @@ async def run_plans(
 async def _run_durably(
     client: Client, plans: Sequence[Plan], durability: Durability
 ) -> list[Applied]:
-    """Run plans, each followed by the durability wait on the connection that wrote it.
+    """Run plans, then the durability wait, on the connection that wrote them.
 
-    WAIT counts the replicas that hold what *its own connection* wrote, so each write and its
-    wait share one connection, to the primary of the write's slot.
+    WAIT counts the replicas that hold what *its own connection* wrote, so writes and wait
+    share one connection, to the primary of their slot: one round trip per primary, one WAIT
+    after the last write there.
     """
-    applied = []
-    for plan in plans:
-        for attempt in range(2):
-            reply, confirmed = await send(
-                client,
-                plan.keys[0],
-                [_fcall_args(_FUNCTION, plan.keys, plan.args), durability.command()],
-            )
-            if attempt or not _function_missing(reply):
-                break
-            await _load_library(client)  # the FCALL missed the function: nothing was applied
-        applied.append(_result(plan, reply))
-        _check_durable(durability, confirmed, plan.keys[0])
+    calls = [(plan.keys[0], _fcall_args(_FUNCTION, plan.keys, plan.args)) for plan in plans]
+    replies, waits = await _with_wait(client, calls, durability)
+    if any(_function_missing(reply) for reply in replies):
+        await _load_library(client)  # nothing ran where the function was missing
+        missing = [index for index, reply in enumerate(replies) if _function_missing(reply)]
+        again, more = await _with_wait(client, [calls[index] for index in missing], durability)
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+        waits += more
+    applied = [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
+    for key, confirmed in waits:
+        _check_durable(durability, confirmed, key, applied)
     return applied
 
 
-def _check_durable(durability: Durability, reply: Any, key: str) -> None:
+async def _with_wait(
+    client: Client, calls: Sequence[tuple[str, Command]], durability: Durability
+) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """Send ``calls`` with one wait after each primary's last; their replies, and the waits'."""
+    if not calls:
+        return [], []
+    wait = durability.command()
+    if not isinstance(client, RedisCluster):
+        *replies, confirmed = await send(client, calls[0][0], [*(c for _, c in calls), wait])
+        return replies, [(calls[0][0], confirmed)]
+    await client.initialize()
+    last_per_primary = {}
+    for key, _ in calls:
+        node = client.get_node_from_key(key)
+        last_per_primary[node.name if node else key] = key
+    waits = [(key, wait) for key in last_per_primary.values()]
+    # send_each keeps each primary's commands in order: its wait follows its writes.
+    found = await send_each(client, [*calls, *waits])
+    confirmations = zip(last_per_primary.values(), found[len(calls) :], strict=True)
+    return found[: len(calls)], list(confirmations)
+
+
+def _check_durable(
+    durability: Durability, reply: Any, key: str, applied: Sequence[Applied] = ()
+) -> None:
     if isinstance(reply, ResponseError):
         message = str(reply)
         if "unknown command" in message.lower():
@@ -141,7 +165,7 @@ def _check_durable(durability: Durability, reply: Any, key: str) -> None:
         if "appendonly" in message.lower():
             raise ConfigurationError(f"Durability(aof=True) needs `appendonly yes`: {message}")
         raise reply
-    durability.check(reply, key)
+    durability.check(reply, key, applied)
 
 
 async def _pipelined(
@@ -226,7 +250,7 @@ async def run_plans_atomically(
         await _load_library(client)  # every call missed the function: nothing was applied
     applied = [_result(plan, reply) for plan, reply in zip(plans, results, strict=True)]
     if durability is not None:
-        _check_durable(durability, replies[-1], plans[0].keys[0])
+        _check_durable(durability, replies[-1], plans[0].keys[0], applied)
     return applied
 
 

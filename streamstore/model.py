@@ -22,6 +22,7 @@ from streamstore.errors import (
     ConfigurationError,
     CorruptDocumentError,
     DocumentNotFoundError,
+    DurabilityError,
     LockTimeoutError,
     TopLevelOnlyError,
     UsageError,
@@ -424,12 +425,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         op = ops.duplicate(document, self.key, self.version, readback=readback)
         copies = [type(self).model_validate_json(document) for _ in range(count)]
         plans = [copy._ss_plan([op], create=False) for copy in copies]
-        for copy, applied in zip(
-            copies,
-            await run_plans(self._ss_client(), plans, self.__ss_meta__.durability),
-            strict=True,
-        ):
-            copy._ss_applied(applied)
+        await type(self)._ss_write_many(copies, plans)
         return copies
 
     def _ss_restore(self, before: dict[str, Any]) -> None:
@@ -470,9 +466,31 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         plan = self._ss_plan(
             batch, create=create and not persisted, expected_seq=expected_seq, ttl=ttl
         )
-        (applied,) = await self._ss_send([plan])
+        try:
+            (applied,) = await self._ss_send([plan])
+        except DurabilityError:
+            await self._ss_unconfirmed()
+            raise
         self._ss_applied(applied)
         return applied
+
+    @classmethod
+    async def _ss_write_many(cls, models: Sequence[BaseRedisModel], plans: Sequence[Plan]) -> None:
+        """Run one plan per model in one round trip per primary, and record each write."""
+        try:
+            results = await run_plans(cls._ss_client(), plans, cls.__ss_meta__.durability)
+        except DurabilityError as exc:
+            for model, unconfirmed in zip(models, exc.applied, strict=True):
+                model._ss_applied(cast("Applied", unconfirmed))  # applied: record it, then raise
+            raise
+        for model, applied in zip(models, results, strict=True):
+            model._ss_applied(applied)
+
+    async def _ss_unconfirmed(self) -> None:
+        """After a write applied but not confirmed: show what Redis holds, then let it raise."""
+        object.__setattr__(self, "_ss_persisted", True)
+        with contextlib.suppress(DocumentNotFoundError):  # a delete that went through
+            await self.refresh()
 
     def _ss_plan(
         self,

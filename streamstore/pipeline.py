@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import WatchError
 
-from streamstore.errors import ConcurrencyError
+from streamstore.durability import Durability
+from streamstore.errors import ConcurrencyError, DurabilityError
 from streamstore.executor import Check, run_plans_atomically
 from streamstore.operations import needs_document
 
@@ -101,6 +102,11 @@ class Pipeline:
                 applied = await entries[0].model._ss_send(plans)
             else:
                 applied = await _send_together(entries, plans)
+        except DurabilityError:
+            # Applied, only not confirmed: the models show what Redis now holds.
+            for entry in entries:
+                await entry.model._ss_unconfirmed()
+            raise
         except BaseException:
             self.restore()
             raise
@@ -128,8 +134,7 @@ async def _send_together(entries: list[_Queued], plans: list[Plan]) -> list[Appl
         checks.append(Check(keys.doc, keys.stream, entry.guard, must_exist))
     try:
         # Models of several classes: wait as long as the most demanding of them asks.
-        wanted = [e.model.__ss_meta__.durability for e in entries if e.model.__ss_meta__.durability]
-        durability = max(wanted, key=lambda d: (d.aof, d.replicas), default=None)
+        durability = Durability.strictest(entry.model.__ss_meta__.durability for entry in entries)
         return await run_plans_atomically(entries[0].model._ss_client(), plans, checks, durability)
     except WatchError:
         raise ConcurrencyError(

@@ -37,6 +37,8 @@ class RedisConfig:
     password: str | None = None
     ssl: bool = False
     encoding: str = "utf-8"
+    #: ``host:port`` is a seed node of a Redis Cluster (an addition to the seeds' fields).
+    cluster: bool = False
 
     @property
     def redis_url(self) -> str:
@@ -47,7 +49,7 @@ class RedisConfig:
 
     def settings(self) -> RedisSettings:
         """Return the `RedisSettings` the store's models connect with."""
-        return RedisSettings(url=self.redis_url)
+        return RedisSettings(url=self.redis_url, cluster=self.cluster)
 
 
 class Store:

@@ -72,12 +72,7 @@ class TableModel(BaseRedisModel):
             return
         ttl = cls._ss_life_span(life_span_seconds)
         plans = [record._ss_save_plan(ttl) for record in records]
-        for record, applied in zip(
-            records,
-            await run_plans(cls._ss_client(), plans, cls.__ss_meta__.durability),
-            strict=True,
-        ):
-            record._ss_applied(applied)
+        await cls._ss_write_many(records, plans)
 
     def _ss_save_plan(self, ttl: int) -> Plan:
         """Plan writing this record whole (a ``saved`` event) with ``ttl``: insert's unit."""

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from clients import is_cluster_url
 from test_docs_examples import ROOT, run_blocks
 from test_duplicate import CountingConnection
 from waiting import eventually
@@ -35,8 +36,13 @@ class Book(TableModel):
 
 
 def store_for(redis_url: str, name: str = "shelf", life_span: int | None = None) -> Store:
-    url = urlsplit(redis_url)
-    config = RedisConfig(host=url.hostname or "", port=url.port or 6379, db=int(url.path[1:] or 0))
+    url = urlsplit(redis_url.replace(",", "/", 1))  # a cluster's first seed node is enough
+    config = RedisConfig(
+        host=url.hostname or "",
+        port=url.port or 6379,
+        db=0 if is_cluster_url(redis_url) else int(url.path[1:] or 0),
+        cluster=is_cluster_url(redis_url),
+    )
     return Store(name=name, redis_config=config, life_span_in_seconds=life_span)
 
 
