@@ -1,10 +1,13 @@
-.PHONY: demo test lint
+.PHONY: demo test test-cluster lint
 
 demo:
 	bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh
+
+test-cluster:
+	STREAMSTORE_TEST_CLUSTER=1 bash scripts/test.sh tests/integration
 
 lint:
 	bash scripts/bootstrap.sh

@@ -12,3 +12,7 @@ echo "== mkdocs build --strict"
 .venv/bin/mkdocs build --strict --quiet -d "$(mktemp -d)"
 echo "== pytest"
 .venv/bin/pytest -q -p no:cacheprovider --ignore=tests/benchmarks "${@:-tests}"
+if [ "$#" -eq 0 ] && [ -z "${STREAMSTORE_TEST_CLUSTER:-}" ]; then
+    echo "== pytest against a local 3-primary Redis Cluster (make test-cluster)"
+    STREAMSTORE_TEST_CLUSTER=1 .venv/bin/pytest -q -p no:cacheprovider tests/integration
+fi

@@ -29,6 +29,9 @@ from waiting import wait_until
 from streamstore import event_context
 from streamstore.cli import app
 
+# The documented CLI session runs against one server's redis:// URL.
+pytestmark = pytest.mark.single_node
+
 TESTS = pathlib.Path(__file__).parents[1]
 DOC = TESTS.parent / "docs" / "cli.md"
 DEADLINE = 20.0  # seconds any awaited condition may take before the test fails

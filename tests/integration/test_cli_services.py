@@ -16,6 +16,9 @@ from waiting import wait_until
 
 from streamstore.cli import app
 
+# The documented service commands run against one server's redis:// URL.
+pytestmark = pytest.mark.single_node
+
 TESTS = pathlib.Path(__file__).parents[1]
 DEADLINE = 20.0
 

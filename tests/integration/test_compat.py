@@ -14,6 +14,9 @@ from streamstore import ConfigurationError
 from streamstore.compat import pydantic_aioredis, pydantic_redis
 from streamstore.table import TableModel
 
+# The seeds' examples connect by host and port to one server.
+pytestmark = pytest.mark.single_node
+
 SEED_UPDATE_OUTPUT = """\
 single update:
 [   Book(title='Jane Eyre', author='Daniel McKenzie'),

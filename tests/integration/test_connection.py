@@ -11,6 +11,8 @@ from pydantic import Field
 from streamstore import BaseRedisModel, ConfigurationError, RedisJSONMissingError, RedisSettings
 from streamstore.connection import DEFAULT_URL
 
+# Plain-client flavours, a server without RedisJSON, FUNCTION FLUSH on one server.
+pytestmark = pytest.mark.single_node
 
 class Note(BaseRedisModel):
     text: str = ""

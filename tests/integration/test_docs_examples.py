@@ -13,6 +13,9 @@ import sys
 
 import pytest
 
+# The docs' examples and commands show a single server (redis:// URLs, plain clients).
+pytestmark = pytest.mark.single_node
+
 ROOT = pathlib.Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)

@@ -40,6 +40,7 @@ async def test_an_unconfirmed_write_is_applied_and_the_model_shows_it(redis) -> 
     assert (await Account.verify(account.pk)).equal
 
 
+@pytest.mark.single_node  # two partitions in one transaction: a cluster refuses
 async def test_an_unconfirmed_pipeline_keeps_what_redis_applied(redis) -> None:
     first, second = Account(name="a"), Account(name="b")
 
@@ -54,6 +55,7 @@ async def test_an_unconfirmed_pipeline_keeps_what_redis_applied(redis) -> None:
     assert [(await Account.get(m.key)).name for m in (first, second)] == ["A", "B"]
 
 
+@pytest.mark.single_node  # counts commands in one server's commandstats
 async def test_a_batch_sends_every_write_before_one_wait(redis) -> None:
     original = Account(name="a")
     with pytest.raises(DurabilityError):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from clients import async_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
@@ -140,7 +141,7 @@ def test_fold_of_the_stream_equals_the_document_after_every_operation(
     loop: asyncio.AbstractEventLoop, redis_url: str, ops: list[tuple[Any, ...]]
 ) -> None:
     async def scenario() -> None:
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = async_client(redis_url)
         try:
             await check(redis, Prop(), ops)
         finally:
@@ -214,7 +215,7 @@ def test_as_of_verify_and_rebuild_agree_with_what_redis_stored_at_every_step(
     loop: asyncio.AbstractEventLoop, redis_url: str, ops: list[tuple[Any, ...]]
 ) -> None:
     async def scenario() -> None:
-        redis = aioredis.Redis.from_url(redis_url)
+        redis = async_client(redis_url)
         try:
             await check_replay(redis, Snapped(), ops)
         finally:

@@ -15,6 +15,8 @@ from streamstore.errors import ConfigurationError
 from streamstore.testing import RedisServer, find_rejson_module, redis_url_for_tests
 from streamstore.testing import server as launcher
 
+# Tests the single-server launcher itself; the cluster run has nothing to add.
+pytestmark = pytest.mark.single_node
 
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

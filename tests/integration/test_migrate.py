@@ -29,6 +29,9 @@ from streamstore.table import TableModel
 # --- sample models ----------------------------------------------------------------------------
 
 
+# The old libraries' data sits on one plain server; round trips are counted on one connection.
+pytestmark = pytest.mark.single_node
+
 class Agent(BaseModel):
     name: str
     phone: str  # digits: raw text in pydantic-redis, never a number

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
+from clients import async_client
 from sample_models import User, stored
 
 from streamstore import ConcurrencyError, DocumentNotFoundError, StreamStoreError
@@ -21,7 +21,7 @@ async def test_refresh_loads_what_others_wrote_and_the_version(redis_decoded):
 
 @pytest.mark.parametrize("decode", [True, False], ids=["decoded", "raw-bytes"])
 async def test_refresh_reads_the_version_with_either_client_flavour(redis_url, decode):
-    client = aioredis.Redis.from_url(redis_url, decode_responses=decode)
+    client = async_client(redis_url, decode=decode)
 
     class Flavoured(User):
         class Meta:

@@ -119,6 +119,7 @@ async def test_empty_pops_inside_a_pipeline_raise_like_outside(redis):
     assert await redis.xlen(user.stream_key) == 1
 
 
+@pytest.mark.single_node  # instances of several partitions in one transaction: a cluster refuses (test_cluster.py)
 async def test_several_models_apply_all_together(redis):
     user, user1, user2 = User(name="U"), User(name="John"), User(name="John2")
     for model in (user, user1, user2):
@@ -131,6 +132,7 @@ async def test_several_models_apply_all_together(redis):
     assert (await User.get(user.key)).name == "still here"
 
 
+@pytest.mark.single_node  # instances of several partitions in one transaction: a cluster refuses (test_cluster.py)
 async def test_several_models_apply_not_at_all_when_one_changed_meanwhile(redis):
     first, second = User(name="A", tags=["x"]), User(name="B")
     await first.save()
@@ -154,6 +156,7 @@ async def test_several_models_apply_not_at_all_when_one_changed_meanwhile(redis)
     assert (first.tags, second.name) == (["x"], "B")
 
 
+@pytest.mark.single_node  # instances of several partitions in one transaction: a cluster refuses (test_cluster.py)
 async def test_several_models_fail_together_when_one_document_is_gone(redis):
     present, gone = User(name="A"), User(name="B")
     await present.save()
@@ -200,6 +203,7 @@ async def test_a_pipeline_inside_a_pipeline_joins_it(redis):
     assert (await User.get(user.key)).tags == ["a", "b"]
 
 
+@pytest.mark.single_node  # instances of several partitions in one transaction: a cluster refuses (test_cluster.py)
 async def test_try_delete_is_queued_too_and_answers_whether_it_existed(redis):
     keep, doomed = User(name="keep"), User(name="doomed")
     await keep.save()

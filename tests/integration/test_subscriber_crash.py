@@ -111,7 +111,8 @@ async def lease_holders(
 ) -> list[str | None]:
     """Return who holds each partition's lease of ``group`` (None: nobody)."""
     keys = model.__ss_meta__.keys
-    return await client.mget([keys.group_keys(p, group).lease for p in range(keys.partitions)])
+    leases = [keys.group_keys(p, group).lease for p in range(keys.partitions)]
+    return [await client.get(lease) for lease in leases]  # one slot each: no MGET on a cluster
 
 
 async def wait_for_leases_to_lapse(

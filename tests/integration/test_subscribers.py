@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 
 import pytest
-import redis.asyncio as aioredis
+from clients import async_client
 from pydantic import Field
 from waiting import eventually
 
@@ -176,7 +176,7 @@ async def test_a_feed_entry_without_its_stream_id_is_dead_lettered_too(redis):
 async def test_a_client_that_decodes_responses_gets_the_same_changes(redis_url, redis):
     await tasks(2)
     record, seen = recorder(name="decoded")
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = async_client(redis_url, decode=True)
     try:
         await burst(record, redis=client)
     finally:

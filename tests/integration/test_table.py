@@ -72,6 +72,7 @@ async def test_insert_writes_saved_events_and_select_returns_records_in_key_orde
     assert BOOKS[0].key.startswith("{shelf:Book:")
 
 
+@pytest.mark.single_node  # counts round trips on a plain client's connection
 async def test_insert_of_many_is_one_round_trip(shelf, redis_url):
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
     client = aioredis.Redis(connection_pool=pool)
@@ -249,6 +250,7 @@ def test_redis_config_is_a_url_with_password_and_ssl():
         Store(name="has space")
 
 
+@pytest.mark.single_node  # the seed's tutorial connects to one server by URL
 async def test_the_seed_update_tutorial_prints_what_the_seed_shows(redis, capsys):
     page = ROOT / "docs" / "tables.md"
     await run_blocks(page)
