@@ -420,9 +420,9 @@ def render(results: list[Result], header: str, events: int) -> str:
         "",
         "streamstore B and bare RedisJSON B: growth of `INFO memory used_memory` per instance; "
         "the document's own change: the same per event on the bare side, which streamstore's "
-        "documents match. The other columns: growth of `MEMORY USAGE key SAMPLES 0`, which "
-        "counts streams about 8% above what used_memory shows. History costs = streamstore - "
-        "bare. A stream's newest listpack node is allocated whole (`stream-node-max-bytes`): "
+        "documents match. The other columns: growth of `MEMORY USAGE key SAMPLES 0` (per key; "
+        "they do not add up exactly to used_memory, which also counts the keyspace's own "
+        "tables). History costs = streamstore - bare. A stream's newest listpack node is allocated whole (`stream-node-max-bytes`): "
         "most of what a new instance costs, and why its first events (those that fit in that "
         "node) cost less than the per-event figures. The change feed is kept whole here, so its "
         "entries count in the totals; in use it is trimmed to about `Meta.feed_maxlen` entries "
@@ -438,9 +438,11 @@ async def run(url: str, args: argparse.Namespace) -> str:
     small, wide = make_models(url)
     cases = make_cases(small, wide)
     client = aioredis.Redis.from_url(url, decode_responses=True)
+    setting = "stream-node-max-bytes"
+    server_value = (await client.config_get(setting))[setting]
     try:
         if args.stream_node_max_bytes is not None:
-            await client.config_set("stream-node-max-bytes", args.stream_node_max_bytes)
+            await client.config_set(setting, args.stream_node_max_bytes)
         # Warm-up: the Functions library loaded, connections and query buffers at full size.
         for case in cases:
             await measure(case, client, Size(SAVERS, 2, 4))
@@ -450,13 +452,14 @@ async def run(url: str, args: argparse.Namespace) -> str:
             for result in results:
                 result.samples.append(await measure(result.case, client, size))
             print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr)
-        node_bytes = (await client.config_get("stream-node-max-bytes"))["stream-node-max-bytes"]
+        node_bytes = (await client.config_get(setting))[setting]
         header = (
             f"{await versions(client)}; {args.instances:,} instances x {args.events} events per "
             f"case, one more event measured over {args.long:,} on one instance; median of "
             f"{args.rounds} rounds; {PARTITIONS} partitions, stream-node-max-bytes {node_bytes}."
         )
     finally:
+        await client.config_set(setting, server_value)
         await close(url, client)
     return render(results, header, args.events)
 
@@ -471,7 +474,7 @@ def parse_args() -> argparse.Namespace:
         "--stream-node-max-bytes",
         type=int,
         default=None,
-        help="CONFIG SET this on the server first (default: leave the server's)",
+        help="CONFIG SET this for the run (default: the server's, 4096 unless configured)",
     )
     args = parse_args_with_common(parser, quick_help="few instances and events: a smoke run")
     fill_defaults(

@@ -124,12 +124,16 @@ def node_address(node: dict[str, Any]) -> str:
     return f"{option(words, '--bind')}:{option(words, '--port')}"
 
 
-def published_host_ports(service: dict[str, Any]) -> set[int]:
-    # "HOST_IP:HOST:CONTAINER", "HOST:CONTAINER" or the long form with "published".
-    return {
-        int(port["published"]) if isinstance(port, dict) else int(str(port).split(":")[-2])
-        for port in service.get("ports", [])
-    }
+def published_ports(service: dict[str, Any]) -> dict[int, int]:
+    """Host port -> container port, of each port the service publishes."""
+    found = {}
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            found[int(port["published"])] = int(port["target"])
+        else:  # "[HOST_IP:]HOST:CONTAINER"
+            *_, host, container = str(port).split(":")
+            found[int(host)] = int(container)
+    return found
 
 
 def redis_port(service: dict[str, Any]) -> int:
@@ -310,7 +314,7 @@ def test_the_default_profile_is_one_healthy_redis(services):
     assert redis["image"].startswith("redis:8")
     assert redis.get("healthcheck"), "redis has no healthcheck"
     assert healthcheck_words(redis)[0] == "redis-cli"
-    assert published_host_ports(redis) == {redis_port(redis)}
+    assert set(published_ports(redis).values()) == {redis_port(redis)}
 
 
 # --- compose.yaml: the cluster profile -----------------------------------------------------------
@@ -461,7 +465,7 @@ def test_readme_urls_match_the_ports_compose_publishes(services):
             (address,) = addresses
             host, _, port = address.partition(":")
             assert host in LOOPBACK, url
-            assert int(port) in published_host_ports(services["redis"]), url
+            assert int(port) in published_ports(services["redis"]), url
 
 
 def test_readme_node_ports_and_names_are_the_cluster_nodes(services):
