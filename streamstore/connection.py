@@ -37,6 +37,9 @@ Client: TypeAlias = "aioredis.Redis | RedisCluster"
 #: A client, or a pipeline of one that queues the commands called on it.
 Target: TypeAlias = "Client | Pipeline | ClusterPipeline"
 
+#: Connections per pool (per cluster node) unless the URL says ``?max_connections=N``.
+_MAX_CONNECTIONS = 100
+
 #: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -48,6 +51,10 @@ class RedisSettings:
     Clients made from settings are per event loop: an asyncio client cannot outlive the loop it
     first ran in, so each loop (two ``asyncio.run`` calls, pytest-asyncio's per-test loops)
     gets its own connection pool.
+
+    A single server's pool holds up to ``max_connections`` (100 unless the URL says
+    ``?max_connections=N``); more concurrent commands wait for a free connection, up to
+    ``?timeout=`` seconds (20), instead of failing as redis-py's default pool does.
     """
 
     url: str = DEFAULT_URL
@@ -66,7 +73,10 @@ class RedisSettings:
         try:
             if self.cluster or urlsplit(self.url).scheme in _CLUSTER_SCHEMES:
                 return _cluster_client(self.url, decode_responses=self.decode_responses)
-            return aioredis.Redis.from_url(self.url, decode_responses=self.decode_responses)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, decode_responses=self.decode_responses, max_connections=_MAX_CONNECTIONS
+            )
+            return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {redacted(self.url)!r}: {exc}") from None
 

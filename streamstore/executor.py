@@ -292,11 +292,16 @@ def _json_error(exc: ResponseError) -> Exception:
 
 async def get_document(client: Client, key: str) -> str | bytes | None:
     """Return the raw JSON document at ``key`` (as the client returns it), or None."""
-    try:
-        raw: str | bytes | None = await client.execute_command("JSON.GET", key)
-    except ResponseError as exc:
-        raise _json_error(exc) from None
+    raw: str | bytes | None = await _json_get(client, key)
     return raw  # bytes or str: it goes straight to validate_json
+
+
+async def _json_get(client: Client, key: str, *paths: str) -> Any:
+    """JSON.GET through our routing: like writes, many at once wait for a connection."""
+    (reply,) = await send(client, key, [("JSON.GET", key, *paths)])
+    if isinstance(reply, ResponseError):
+        raise _json_error(reply) from None
+    return reply
 
 
 async def get_document_and_seq(
@@ -312,10 +317,7 @@ async def get_path(client: Client, key: str, path: str) -> str | None:
 
     None when the document does not exist or the path matches nothing.
     """
-    try:
-        raw: Any = await client.execute_command("JSON.GET", key, path)
-    except ResponseError as exc:
-        raise _json_error(exc) from None
+    raw = await _json_get(client, key, path)
     if raw is None:
         return None
     found = text(raw)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections import defaultdict
+import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ResponseError, TryAgainError
+from redis.exceptions import AskError, MaxConnectionsError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamstore.errors import ConfigurationError, CrossSlotError
@@ -43,7 +44,8 @@ async def pinned(client: Client, key: str) -> AsyncIterator[Any]:
         node = client.get_node_from_key(key)
         if node is None:
             raise ConfigurationError(f"no cluster node serves the slot of {key}")
-        connection: Any = node.acquire_connection()
+        gate = _gates.setdefault(client, {}).setdefault(node.name, _Gate())
+        connection: Any = await gate.acquire(node)
     else:
         connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     try:
@@ -56,9 +58,51 @@ async def pinned(client: Client, key: str) -> AsyncIterator[Any]:
         raise
     finally:
         if node is not None:
-            node.release(connection)
+            gate.release(node, connection)
         else:
             await client.connection_pool.release(connection)  # type: ignore[union-attr]
+
+
+class _Gate:
+    """Our calls in flight to one cluster node, and a wait for a connection when all are taken.
+
+    A cluster node's pool raises `MaxConnectionsError` when it is full rather than waiting.
+    Our calls wait instead, for one of ours to give its connection back; if none of ours
+    holds one (the client's own commands fill the pool), the error stands.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, node: ClusterNode) -> Any:
+        """Take a connection of ``node``, waiting while our own calls hold them all."""
+        while True:
+            try:
+                connection = node.acquire_connection()
+            except MaxConnectionsError:
+                if not self.in_flight:
+                    raise
+                woken = asyncio.get_running_loop().create_future()
+                self.waiting.append(woken)
+                await woken
+                continue
+            self.in_flight += 1
+            return connection
+
+    def release(self, node: ClusterNode, connection: Any) -> None:
+        """Give ``connection`` back and wake the longest waiting call (if any)."""
+        node.release(connection)
+        self.in_flight -= 1
+        while self.waiting:
+            woken = self.waiting.popleft()
+            if not woken.done():  # a cancelled waiter is skipped
+                woken.set_result(None)
+                break
+
+
+#: Per cluster client, a `_Gate` per node name.
+_gates: weakref.WeakKeyDictionary[RedisCluster, dict[str, _Gate]] = weakref.WeakKeyDictionary()
 
 
 async def exchange(connection: Any, commands: Sequence[Command]) -> list[Any]:
@@ -100,7 +144,7 @@ async def send_each(client: Client, calls: Sequence[tuple[str, Command]]) -> lis
     pending = list(range(len(calls)))
     for attempt in range(2):
         await client.initialize()
-        groups: dict[str, list[int]] = defaultdict(list)
+        groups: dict[str, list[int]] = collections.defaultdict(list)
         for index in pending:
             node = client.get_node_from_key(calls[index][0])
             groups[node.name if node else ""].append(index)

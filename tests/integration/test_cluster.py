@@ -143,11 +143,11 @@ async def test_a_pipeline_of_instances_in_one_partition_applies_all_together(
     order_class, _ = models
     first = order_class(customer="a")
     space = order_class.__ss_meta__.keys
-    partition = space.partition(first.key)
+    partition = space.partition(first.pk)
     second = next(
         order
         for order in (order_class(customer="b") for _ in range(10_000))
-        if space.partition(order.key) == partition
+        if space.partition(order.pk) == partition
     )
     async with first.pipeline():
         await first.save()

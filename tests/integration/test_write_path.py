@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from golden_cases import BEFORE, CASES, Case, Sample
 
-from streamstore import DocumentNotFoundError
+from streamstore import BaseRedisModel, DocumentNotFoundError
 from streamstore.projections import fold
 
 
@@ -122,3 +123,15 @@ async def test_events_of_many_instances_share_a_partition_feed_in_write_order(re
         (second.pk, b"saved"),
         (first.pk, b"set"),
     ]
+
+
+async def test_a_thousand_concurrent_writes_and_reads_wait_for_connections(redis) -> None:
+    """More concurrent calls than the pool has connections queue up; none fails."""
+
+    class Crowd(BaseRedisModel):
+        n: int = 0
+
+    crowd = [Crowd(n=i) for i in range(1000)]
+    await asyncio.gather(*(member.save() for member in crowd))
+    loaded = await asyncio.gather(*(Crowd.get(member.key) for member in crowd))
+    assert [member.n for member in loaded] == list(range(1000))
