@@ -37,9 +37,6 @@ Client: TypeAlias = "aioredis.Redis | RedisCluster"
 #: A client, or a pipeline of one that queues the commands called on it.
 Target: TypeAlias = "Client | Pipeline | ClusterPipeline"
 
-#: Connections per pool (per cluster node) unless the URL says ``?max_connections=N``.
-_MAX_CONNECTIONS = 100
-
 #: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -52,9 +49,9 @@ class RedisSettings:
     first ran in, so each loop (two ``asyncio.run`` calls, pytest-asyncio's per-test loops)
     gets its own connection pool.
 
-    A single server's pool holds up to ``max_connections`` (100 unless the URL says
-    ``?max_connections=N``); more concurrent commands wait for a free connection, up to
-    ``?timeout=`` seconds (20), instead of failing as redis-py's default pool does.
+    A pool holds up to 100 connections (per cluster node), unless the URL says
+    ``?max_connections=N``. Beyond that, streamstore's calls wait for one of theirs to finish;
+    other commands sent on the client fail with redis-py's `MaxConnectionsError`.
     """
 
     url: str = DEFAULT_URL
@@ -73,10 +70,7 @@ class RedisSettings:
         try:
             if self.cluster or urlsplit(self.url).scheme in _CLUSTER_SCHEMES:
                 return _cluster_client(self.url, decode_responses=self.decode_responses)
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, decode_responses=self.decode_responses, max_connections=_MAX_CONNECTIONS
-            )
-            return aioredis.Redis.from_pool(pool)
+            return aioredis.Redis.from_url(self.url, decode_responses=self.decode_responses)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {redacted(self.url)!r}: {exc}") from None
 

@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
@@ -16,7 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streamstore.errors import ConfigurationError, CrossSlotError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    import redis.asyncio as aioredis
 
     from streamstore.connection import Client
 
@@ -38,61 +40,99 @@ async def pinned(client: Client, key: str) -> AsyncIterator[Any]:
     A connection that fails is dropped, and a cluster client then refreshes its map of the
     cluster, so that the next call finds a promoted replica.
     """
-    node = None
-    if isinstance(client, RedisCluster):
-        await client.initialize()
-        node = client.get_node_from_key(key)
-        if node is None:
-            raise ConfigurationError(f"no cluster node serves the slot of {key}")
-        gate = _gates.setdefault(client, {}).setdefault(node.name, _Gate())
-        connection: Any = await gate.acquire(node)
-    else:
-        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+    lease = await _Lease.take(client, key)
     try:
-        yield connection
+        yield lease.connection
     except BaseException as exc:
-        await connection.disconnect()  # replies may be unread (or a WATCH held): start afresh
-        if isinstance(client, RedisCluster) and isinstance(exc, RedisConnectionError | OSError):
-            with contextlib.suppress(Exception):
-                await _refresh(client)
+        await lease.drop(exc)
         raise
     finally:
-        if node is not None:
-            gate.release(node, connection)
+        await lease.give_back()
+
+
+class _Lease:
+    """A connection taken for our calls: from whose pool, and through which `_Gate`."""
+
+    __slots__ = ("client", "connection", "gate", "node")
+
+    def __init__(
+        self, client: Client, node: ClusterNode | None, gate: _Gate, connection: Any
+    ) -> None:
+        self.client, self.node, self.gate, self.connection = client, node, gate, connection
+
+    @classmethod
+    async def take(cls, client: Client, key: str) -> _Lease:
+        """Take a connection to the primary of ``key``'s slot, waiting while ours hold them all."""
+        gates = _gates.get(client)
+        if gates is None:
+            gates = _gates[client] = {}
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            node = client.get_node_from_key(key)
+            if node is None:
+                raise ConfigurationError(f"no cluster node serves the slot of {key}")
+            gate = gates.get(node.name) or gates.setdefault(node.name, _Gate())
+
+            async def from_node() -> Any:
+                return node.acquire_connection()
+
+            return cls(client, node, gate, await gate.acquire(from_node))
+        gate = gates.get("") or gates.setdefault("", _Gate())
+        return cls(client, None, gate, await gate.acquire(client.connection_pool.get_connection))
+
+    async def drop(self, failure: BaseException) -> None:
+        """Disconnect after ``failure`` (replies may be unread, a WATCH held).
+
+        On a cluster, a connection failure also refreshes the map: the node may be gone.
+        """
+        await self.connection.disconnect()
+        if isinstance(self.client, RedisCluster) and isinstance(
+            failure, RedisConnectionError | OSError
+        ):
+            with contextlib.suppress(Exception):
+                await _refresh(self.client)
+
+    async def give_back(self) -> None:
+        """Return the connection to its pool and let a waiting call have one."""
+        if self.node is not None:
+            self.node.release(self.connection)
         else:
-            await client.connection_pool.release(connection)  # type: ignore[union-attr]
+            await cast("aioredis.Redis", self.client).connection_pool.release(self.connection)
+        self.gate.release()
 
 
 class _Gate:
-    """Our calls in flight to one cluster node, and a wait for a connection when all are taken.
+    """Our calls in flight to one server (or cluster node), and a queue for a free connection.
 
-    A cluster node's pool raises `MaxConnectionsError` when it is full rather than waiting.
-    Our calls wait instead, for one of ours to give its connection back; if none of ours
-    holds one (the client's own commands fill the pool), the error stands.
+    redis-py's pools raise `MaxConnectionsError` when full rather than waiting (its blocking
+    pool waits, but costs every call about 20%). Our calls wait instead, for one of ours to
+    give its connection back; if none of ours holds one (the client's own commands fill the
+    pool), the error stands.
     """
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def acquire(self, node: ClusterNode) -> Any:
-        """Take a connection of ``node``, waiting while our own calls hold them all."""
+    async def acquire(self, take: Callable[[], Awaitable[Any]]) -> Any:
+        """Return a connection from ``take``, waiting while our own calls hold them all."""
         while True:
+            self.in_flight += 1  # counted from the start: a connection may still be connecting
             try:
-                connection = node.acquire_connection()
+                return await take()
             except MaxConnectionsError:
+                self.in_flight -= 1
                 if not self.in_flight:
                     raise
-                woken = asyncio.get_running_loop().create_future()
-                self.waiting.append(woken)
-                await woken
-                continue
-            self.in_flight += 1
-            return connection
+            except BaseException:
+                self.in_flight -= 1
+                raise
+            woken = asyncio.get_running_loop().create_future()
+            self.waiting.append(woken)
+            await woken
 
-    def release(self, node: ClusterNode, connection: Any) -> None:
-        """Give ``connection`` back and wake the longest waiting call (if any)."""
-        node.release(connection)
+    def release(self) -> None:
+        """Count a connection given back, and wake the longest waiting call (if any)."""
         self.in_flight -= 1
         while self.waiting:
             woken = self.waiting.popleft()
@@ -101,8 +141,8 @@ class _Gate:
                 break
 
 
-#: Per cluster client, a `_Gate` per node name.
-_gates: weakref.WeakKeyDictionary[RedisCluster, dict[str, _Gate]] = weakref.WeakKeyDictionary()
+#: Per client, a `_Gate` per cluster node name ("" for a single server).
+_gates: weakref.WeakKeyDictionary[Client, dict[str, _Gate]] = weakref.WeakKeyDictionary()
 
 
 async def exchange(connection: Any, commands: Sequence[Command]) -> list[Any]:
@@ -163,8 +203,15 @@ async def send_each(client: Client, calls: Sequence[tuple[str, Command]]) -> lis
 
 
 async def _send_once(client: Client, key: str, commands: Sequence[Command]) -> list[Any]:
-    async with pinned(client, key) as connection:
-        return await exchange(connection, commands)
+    # `pinned`, without a context manager's cost on the hot path of every write and read.
+    lease = await _Lease.take(client, key)
+    try:
+        return await exchange(lease.connection, commands)
+    except BaseException as exc:
+        await lease.drop(exc)
+        raise
+    finally:
+        await lease.give_back()
 
 
 def _redirected(replies: Sequence[Any]) -> bool:
