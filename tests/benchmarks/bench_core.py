@@ -38,7 +38,8 @@ from workload import (
     server_version,
 )
 
-from streamstore import BaseRedisModel
+from streamstore import BaseRedisModel, RedisSettings
+from streamstore.testing import RedisClusterServer
 
 # Many writers on ONE instance serialize on its stream (and contend on its seq): that is not
 # what this measures. In the concurrent mode every task works on its own instance, like the
@@ -63,6 +64,63 @@ class PlainUser(BaseModel):
 
 async def raw_get(client: aioredis.Redis, inst: RawInstance, _i: int) -> None:
     PlainUser.model_validate(json.loads(await client.execute_command("JSON.GET", inst.key)))
+
+
+# --- the raw side on a cluster -----------------------------------------------------------------
+
+
+class SlotRouted:
+    """Hand-written cluster routing for the raw side: a plain client per primary, by key slot.
+
+    redis-py 8.1's own RedisCluster runs this MULTI about 6x slower (it asks a node for the
+    keys of each queued command, on another event loop) and breaks with concurrent tasks, so
+    the raw side does what a careful user would: MULTI on a plain client of the key's primary.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.clients: dict[str, aioredis.Redis] = {}
+
+    def client_for(self, key: str) -> aioredis.Redis:
+        node = self.cluster.get_node_from_key(key)
+        client = self.clients.get(node.name)
+        if client is None:
+            client = self.clients[node.name] = aioredis.Redis(host=node.host, port=node.port)
+        return client
+
+    def pipeline(self, transaction: bool = True) -> _RoutedPipeline:
+        assert transaction
+        return _RoutedPipeline(self)
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await self.client_for(args[1]).execute_command(*args)
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        await self.cluster.aclose()
+
+
+class _RoutedPipeline:
+    """Queues calls, then runs them in one MULTI/EXEC on the primary of the first call's key."""
+
+    def __init__(self, router: SlotRouted) -> None:
+        self.router = router
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def queue(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args, kwargs))
+
+        return queue
+
+    async def execute(self) -> list[Any]:
+        name, args, _ = self.calls[0]
+        key = args[1] if name == "execute_command" else args[0]
+        async with self.router.client_for(key).pipeline(transaction=True) as pipe:
+            for name, args, kwargs in self.calls:
+                getattr(pipe, name)(*args, **kwargs)
+            return await pipe.execute()
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -199,7 +257,10 @@ def render(rows: list[Row], header: str) -> str:
 
 async def run(url: str, args: argparse.Namespace) -> str:
     user_model = make_user_model(url, LIB_PREFIX)
-    client = aioredis.Redis.from_url(url, decode_responses=False)  # same as streamstore's
+    client: Any = RedisSettings(url).client()  # the same kind of client streamstore makes
+    if args.cluster:
+        await client.initialize()
+        client = SlotRouted(client)
     try:
         rows = build_rows(user_model, client)
         for row in rows:
@@ -212,12 +273,15 @@ async def run(url: str, args: argparse.Namespace) -> str:
                 f"ratio per round: {ratios}",
                 file=sys.stderr,
             )
+        # (redis-py 8.1's async cluster client fails on INFO; the cluster is private anyway)
+        server = "a private 3-primary cluster" if args.cluster else await server_version(client)
         header = (
             f"Python {platform.python_version()}, pydantic {pydantic.VERSION}, "
-            f"redis-py {redis.__version__} (hiredis), Redis {await server_version(client)}; "
+            f"redis-py {redis.__version__} (hiredis), Redis {server}; "
             f"median of {args.rounds} rounds per side, sides alternating."
         )
-        await cleanup(client, (LIB_PREFIX, RAW_PREFIX))
+        if not args.cluster:
+            await cleanup(client, (LIB_PREFIX, RAW_PREFIX))
     finally:
         await close(url, client)
     return render(rows, header)
@@ -226,6 +290,12 @@ async def run(url: str, args: argparse.Namespace) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=None, help="rounds per row (default 5)")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="both sides on a private 3-primary Redis Cluster (the raw side: redis-py's "
+        "RedisCluster, MULTI/EXEC in one slot)",
+    )
     args = parse_args_with_common(parser, quick_help="tiny rounds: a smoke run")
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
@@ -235,7 +305,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    run_on_server(run, parse_args(), "Benchmarking against {url} ...")
+    args = parse_args()
+    if not args.cluster:
+        run_on_server(run, args, "Benchmarking against {url} ...")
+        return
+    with RedisClusterServer(masters=3) as cluster:
+        print(f"Benchmarking against {cluster.url} ...", file=sys.stderr)
+        report = asyncio.run(run(cluster.url, args))
+    print(report)
+    if args.markdown is not None:
+        args.markdown.write_text(report)
 
 
 if __name__ == "__main__":
