@@ -26,7 +26,7 @@ def test_launched_server_has_rejson_loaded_and_answers_on_its_url():
     with RedisServer() as server, _client(server.url) as client:
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
         assert client.ping()
-        modules = {m[b"name"].decode().lower() for m in client.execute_command("MODULE", "LIST")}
+        modules = {m[b"name"].decode().lower() for m in client.module_list()}
         assert "rejson" in modules
         client.execute_command("JSON.SET", "doc", "$", '{"a": [1, 2]}')
         assert client.execute_command("JSON.GET", "doc", "$.a[1]") == b"[2]"

@@ -135,3 +135,17 @@ async def test_a_thousand_concurrent_writes_and_reads_wait_for_connections(redis
     await asyncio.gather(*(member.save() for member in crowd))
     loaded = await asyncio.gather(*(Crowd.get(member.key) for member in crowd))
     assert [member.n for member in loaded] == list(range(1000))
+
+
+async def test_writes_beyond_a_full_pool_wait_their_turn(redis_url) -> None:
+    """Two connections, fifty concurrent writes that each hold one: all get through, in turn."""
+
+    class Queued(BaseRedisModel):
+        n: int = 0
+
+        class Meta:
+            redis = f"{redis_url}?max_connections=2"
+
+    queued = [Queued(n=i) for i in range(50)]
+    await asyncio.gather(*(member.save() for member in queued))
+    assert sorted([(await Queued.get(member.key)).n for member in queued]) == list(range(50))
