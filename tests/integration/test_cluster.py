@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
-from clients import async_client, cluster_requested
+from cli_models import Customer
+from clients import async_client, cluster_requested, sync_client
 from pydantic import Field
 from redis.asyncio.cluster import RedisCluster
+from typer.testing import CliRunner
 
 from streamstore import (
     BaseRedisModel,
@@ -19,6 +22,7 @@ from streamstore import (
     DurabilityError,
     RedisSettings,
 )
+from streamstore.cli import app
 from streamstore.connection import redacted
 from streamstore.testing import RedisClusterServer
 
@@ -177,3 +181,36 @@ async def test_durability_waits_for_a_replica_and_says_when_none_confirmed(
         await audit.save()
     assert raised.value.confirmed == 0
     assert (await Audit.get(audit.key)).note == "x"  # applied, only not confirmed
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+def test_the_cli_reads_and_verifies_on_a_cluster(cluster_url: str) -> None:
+    """`--url redis+cluster://...`: history of one key, verify of a class scanned on all masters."""
+
+    class OnClusterCustomer(Customer):
+        class Meta:
+            redis = cluster_url
+            key_prefix = "Customer"
+
+    async def write() -> list[str]:
+        customers = [OnClusterCustomer(name=f"c{i}") for i in range(30)]
+        for customer in customers:
+            await customer.save()
+        await customers[0].tags.aappend("vip")
+        return [customer.key for customer in customers]
+
+    with sync_client(cluster_url) as flusher:
+        flusher.flushdb()
+    keys = asyncio.run(write())
+    runner = CliRunner()
+    history = runner.invoke(app, ["history", keys[0], "--url", cluster_url, "--json"])
+    assert history.exit_code == 0, history.output
+    assert [json.loads(line)["type"] for line in history.output.splitlines()] == [
+        "saved",
+        "list.append",
+    ]
+    verified = runner.invoke(app, ["verify", "cli_models:Customer", "--url", cluster_url])
+    assert verified.exit_code == 0, verified.output
+    assert "30" in verified.output  # every instance, whichever master holds it
