@@ -204,6 +204,15 @@ class GroupConsumer:
         read = int(mine.get("entries-read") or 0)
         return int(stream["entries-added"]) - read > int(stream["length"])
 
+    def resume_after_outage(self) -> None:
+        """Read each held partition's pending entries again before new ones.
+
+        A batch interrupted by an outage may have been handled but not acknowledged; its
+        entries stay pending for this consumer, and only a pending read delivers them again.
+        """
+        for partition in self.owned:
+            self.owned[partition] = PENDING
+
     async def release_all(self) -> None:
         """Give back every lease and leave the group's members (a clean shutdown)."""
         for partition in list(self.owned):

@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ClusterDownError, ClusterError, ReadOnlyError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from streamstore._logging import get_logger
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.errors import ConfigurationError
@@ -35,6 +39,20 @@ __all__ = ["Health", "Runner", "catch_up", "check_health"]
 
 #: Shorter leases would expire between two renewals of a busy consumer.
 MIN_LEASE_MS = 100
+
+#: Errors that mean Redis is unreachable for now (down, failing over, a primary demoted): the
+#: runner waits and goes on rather than stopping.
+UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    ClusterError,
+    TryAgainError,
+    ReadOnlyError,
+    OSError,
+)
+#: How long the runner waits after Redis was unavailable: doubling from the first to the last.
+OUTAGE_BACKOFF = (0.05, 2.0)
 
 
 class Runner:
@@ -152,16 +170,28 @@ class Runner:
         """One group on one model: rebalance now and then, read and handle until stopped."""
         every = self.lease_ms / 3000  # renew well before a lease runs out
         alive = asyncio.create_task(self._keep_alive(consumer, every))
+        backoff = OUTAGE_BACKOFF[0]
         try:
             next_rebalance = 0.0
             while not self._stop.is_set():
-                if time.monotonic() >= next_rebalance:
-                    await consumer.rebalance()
-                    next_rebalance = time.monotonic() + every
-                if await consumer.poll(None if self.burst else self.block_ms):
+                try:
+                    if time.monotonic() >= next_rebalance:
+                        await consumer.rebalance()
+                        next_rebalance = time.monotonic() + every
+                    moved = await consumer.poll(None if self.burst else self.block_ms)
+                    if not moved and self.burst and await consumer.settled():
+                        return
+                except UNAVAILABLE as exc:
+                    # What was handled but not acknowledged stays pending: read it again first.
+                    consumer.resume_after_outage()
+                    self.log.warning("runner.redis_unavailable", error=repr(exc), retry_in=backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, OUTAGE_BACKOFF[1])
+                    next_rebalance = 0.0
                     continue
-                if self.burst and await consumer.settled():
-                    return
+                backoff = OUTAGE_BACKOFF[0]
+                if moved:
+                    continue
                 if self.burst or not consumer.owned:
                     # Nothing to read yet: wait for a lease to come free (or for stop).
                     await self._pause(max(0.0, next_rebalance - time.monotonic()))
@@ -174,7 +204,10 @@ class Runner:
         """Renew the consumer's leases on a clock of their own, also while it handles a batch."""
         while not self._stop.is_set():
             await self._pause(every)
-            await consumer.keep_alive()
+            try:
+                await consumer.keep_alive()
+            except UNAVAILABLE as exc:  # the consuming loop waits it out and logs it
+                self.log.debug("runner.keep_alive_failed", error=repr(exc))
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the runner is stopped meanwhile."""
@@ -204,14 +237,19 @@ class Runner:
                 "at": time.time(),
                 **self._totals(),
             }
-            async with client.pipeline(transaction=False) as pipe:
-                for sub in self.subscribers:
-                    held = {
-                        c.model.__name__: sorted(c.owned) for c in consumers if c.subscriber is sub
-                    }
-                    payload = json.dumps({**report, "partitions": held})
-                    pipe.set(health_key(sub.name, self.name), payload, px=ttl)
-                await pipe.execute()
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for sub in self.subscribers:
+                        held = {
+                            c.model.__name__: sorted(c.owned)
+                            for c in consumers
+                            if c.subscriber is sub
+                        }
+                        payload = json.dumps({**report, "partitions": held})
+                        pipe.set(health_key(sub.name, self.name), payload, px=ttl)
+                    await pipe.execute()
+            except UNAVAILABLE as exc:  # reported again next period; the key's TTL tells the rest
+                self.log.debug("runner.health_report_failed", error=repr(exc))
             await asyncio.sleep(self.health_every)  # the reporting period
 
     async def _clear_health(self, client: Client) -> None:

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from waiting import eventually
 
 from streamstore import BaseRedisModel, Durability, StreamStoreError
+from streamstore.projections import Change, Runner, subscriber
 from streamstore.testing import RedisClusterServer
 
 pytestmark = pytest.mark.cluster
@@ -92,3 +93,57 @@ async def _all_at_least(
     acknowledged: dict[str, list[int]], ledgers: list[BaseRedisModel], n: int
 ) -> bool:
     return all(len(acknowledged[ledger.pk]) >= n for ledger in ledgers)
+
+
+async def test_a_subscriber_runs_on_through_a_failover_and_misses_no_acknowledged_event() -> None:
+    with RedisClusterServer(masters=3, replicas=2) as cluster:
+
+        class Tick(BaseRedisModel):
+            n: int = 0
+
+            class Meta:
+                redis = cluster.url
+                durability = Durability(replicas=1, timeout_ms=2000)
+
+        seen: set[tuple[str, int]] = set()
+
+        @subscriber(Tick, name="ticks", start="beginning")
+        async def record(change: Change) -> None:
+            seen.add((change.pk, change.seq))
+
+        ticks = [Tick() for _ in range(WRITERS)]
+        acknowledged: set[tuple[str, int]] = set()
+
+        async def tick_all() -> None:
+            for tick in ticks:
+                try:
+                    if tick.version:
+                        await tick.n.increase(1)
+                    else:
+                        await tick.save()
+                except (RedisError, StreamStoreError, OSError):
+                    continue  # unknown outcome: the subscriber may or may not see it
+                acknowledged.add((tick.pk, tick.version or 0))
+
+        runner = Runner(record, redis=cluster.url, lease_ms=1000, block_ms=100)
+        running = asyncio.create_task(runner.async_run())
+        for _ in range(5):
+            await tick_all()
+        client = Tick._ss_client()
+        assert isinstance(client, RedisCluster)
+        victim = client.get_node_from_key(ticks[0]._ss_instance_keys().doc)
+        assert victim is not None
+        await asyncio.to_thread(cluster.kill, victim.port)
+        await tick_all()  # some of these meet the dead primary
+        await asyncio.to_thread(cluster.wait_until_healthy)
+        for _ in range(5):
+            await tick_all()
+
+        async def all_seen() -> bool:
+            assert not running.done(), "the runner stopped"
+            return acknowledged <= seen
+
+        await eventually(all_seen, "the subscriber to see every acknowledged change", within=30)
+        runner.stop()
+        await asyncio.wait_for(running, timeout=10)
+        assert len(acknowledged) >= WRITERS * 10
