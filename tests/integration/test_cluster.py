@@ -12,6 +12,7 @@ from cli_models import Customer
 from clients import async_client, cluster_requested, sync_client
 from pydantic import Field
 from redis.asyncio.cluster import RedisCluster
+from test_migrate import write_old, write_pydantic_aioredis
 from typer.testing import CliRunner
 
 from streamstore import (
@@ -213,4 +214,35 @@ def test_the_cli_reads_and_verifies_on_a_cluster(cluster_url: str) -> None:
     ]
     verified = runner.invoke(app, ["verify", "cli_models:Customer", "--url", cluster_url])
     assert verified.exit_code == 0, verified.output
-    assert "30" in verified.output  # every instance, whichever master holds it
+    # every instance, whichever master holds it
+    assert verified.output.startswith("Customer: 30 instances, 30 equal, 0 differing")
+
+
+def test_records_of_an_old_library_on_one_server_import_into_a_cluster(
+    cluster_url: str, plain_redis_url: str
+) -> None:
+    """`streamstore import --old-url redis://old --url redis+cluster://new`: the way users move."""
+    with sync_client(plain_redis_url) as old, sync_client(cluster_url) as new:
+        old.flushdb()
+        new.flushdb()
+        write_old(plain_redis_url, write_pydantic_aioredis)
+        runner = CliRunner()
+        imported = runner.invoke(
+            app,
+            [
+                "import",
+                "test_migrate:Story",
+                "--from",
+                "pydantic-aioredis",
+                "--old-url",
+                plain_redis_url,
+                "--url",
+                cluster_url,
+            ],
+        )
+        assert imported.exit_code == 0, imported.output
+        assert "2 imported, 0 failed" in imported.output
+        verified = runner.invoke(app, ["verify", "test_migrate:Story", "--url", cluster_url])
+        assert verified.exit_code == 0, verified.output
+        assert verified.output.startswith("Story: 2 instances, 2 equal, 0 differing")
+        assert len(old.keys("story:*")) == 3  # the old records (and their index) stay put
