@@ -15,6 +15,7 @@ import redis
 from streamstore._logging import get_logger
 from streamstore.errors import ConfigurationError, UsageError
 from streamstore.testing.server import (
+    Launched,
     RedisServer,
     _free_port,
     _log_path,
@@ -24,7 +25,6 @@ from streamstore.testing.server import (
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
-    from types import TracebackType
 
 __all__ = ["CLUSTER_SLOTS", "RedisClusterServer"]
 
@@ -165,7 +165,7 @@ def _decoded(output: bytes | str | None) -> str:
     return output or ""
 
 
-class RedisClusterServer:
+class RedisClusterServer(Launched):
     """A private Redis Cluster of RedisJSON-enabled redis-servers on free loopback ports.
 
     Each node is a `RedisServer` in cluster mode with its own temporary directory (no
@@ -369,17 +369,3 @@ class RedisClusterServer:
                 stack.callback(node.stop)
         if nodes:
             get_logger().info("redis_cluster.stopped", ports=tuple(nodes))
-
-    def __enter__(self) -> RedisClusterServer:
-        """Start the cluster and return it."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the cluster."""
-        self.stop()

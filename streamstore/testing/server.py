@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib.util
 import os
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -103,7 +104,33 @@ class _PortInUseError(Exception):
     """The chosen port was taken between probing and binding it."""
 
 
-class RedisServer:
+class Launched(abc.ABC):
+    """Something started by `start()` and stopped by `stop()`, also as a context manager."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start it and wait until it is ready."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop it and remove what it left behind; safe to call more than once."""
+
+    def __enter__(self) -> Self:
+        """Start it and return it."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop it."""
+        self.stop()
+
+
+class RedisServer(Launched):
     """A private `redis-server` with RedisJSON on a free loopback port.
 
     Data lives in a temporary directory (no persistence) that `stop()` removes.
@@ -281,20 +308,6 @@ class RedisServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-
-    def __enter__(self) -> RedisServer:
-        """Start the server and return it."""
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
 
 def _log_path(directory: pathlib.Path, port: int) -> pathlib.Path:
