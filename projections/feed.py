@@ -96,7 +96,7 @@ async def read_feeds(
         items = reply.items() if isinstance(reply, dict) else reply or []
         return {text(name): entries for name, entries in items if entries}
     feeds = list(positions)
-    replies = await send_each(
+    replies, _ = await send_each(
         client, [(feed, _read_command(feed, positions[feed], count, None, group)) for feed in feeds]
     )
     found = _entries_of(replies)
@@ -137,4 +137,3 @@ def _entries_of(replies: list[Any]) -> dict[str, Entries]:
             if parsed:
                 found[text(stream)] = parsed
     return found
-

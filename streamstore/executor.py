@@ -78,17 +78,31 @@ async def run_plan(client: Client, plan: Plan, durability: Durability | None = N
 
 async def _call(client: Client, function: str, keys: Sequence[str], args: Sequence[str]) -> Any:
     """Call one of our functions, loading the library on a miss; map its errors."""
-    for attempt in range(2):
-        (reply,) = await send(client, keys[0], [_fcall_args(function, keys, args)])
-        if attempt or not _function_missing(reply):
-            break
-        await _load_library(client)
+    (reply,), _ = await _send_calls(client, [(keys[0], _fcall_args(function, keys, args))])
     if isinstance(reply, ResponseError):
         message = str(reply)
         if "unknown command" in message.lower() and "fcall" in message.lower():
             raise ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)") from None
         raise error_from_reply(message, key=keys[0]) or reply
     return reply
+
+
+async def _send_calls(
+    client: Client, calls: Sequence[tuple[str, Command]], then: Command | None = None
+) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """`send_each` our function calls; where a server lacked our library, load it and resend.
+
+    A call that missed the function ran nothing, so sending it again is safe.
+    """
+    replies, trailing = await send_each(client, calls, then=then)
+    missing = [index for index, reply in enumerate(replies) if _function_missing(reply)]
+    if missing:
+        await _load_library(client)
+        again, more = await send_each(client, [calls[index] for index in missing], then=then)
+        for index, reply in zip(missing, again, strict=True):
+            replies[index] = reply
+        trailing += more
+    return replies, trailing
 
 
 def _fcall_args(function: str, keys: Sequence[str], args: Sequence[str]) -> Command:
@@ -119,40 +133,11 @@ async def _run_durably(
     after the last write there.
     """
     calls = [(plan.keys[0], _fcall_args(_FUNCTION, plan.keys, plan.args)) for plan in plans]
-    replies, waits = await _with_wait(client, calls, durability)
-    if any(_function_missing(reply) for reply in replies):
-        await _load_library(client)  # nothing ran where the function was missing
-        missing = [index for index, reply in enumerate(replies) if _function_missing(reply)]
-        again, more = await _with_wait(client, [calls[index] for index in missing], durability)
-        for index, reply in zip(missing, again, strict=True):
-            replies[index] = reply
-        waits += more
+    replies, waits = await _send_calls(client, calls, then=durability.command())
     applied = [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
     for key, confirmed in waits:
         _check_durable(durability, confirmed, key, applied)
     return applied
-
-
-async def _with_wait(
-    client: Client, calls: Sequence[tuple[str, Command]], durability: Durability
-) -> tuple[list[Any], list[tuple[str, Any]]]:
-    """Send ``calls`` with one wait after each primary's last; their replies, and the waits'."""
-    if not calls:
-        return [], []
-    wait = durability.command()
-    if not isinstance(client, RedisCluster):
-        *replies, confirmed = await send(client, calls[0][0], [*(c for _, c in calls), wait])
-        return replies, [(calls[0][0], confirmed)]
-    await client.initialize()
-    last_per_primary = {}
-    for key, _ in calls:
-        node = client.get_node_from_key(key)
-        last_per_primary[node.name if node else key] = key
-    waits = [(key, wait) for key in last_per_primary.values()]
-    # send_each keeps each primary's commands in order: its wait follows its writes.
-    found = await send_each(client, [*calls, *waits])
-    confirmations = zip(last_per_primary.values(), found[len(calls) :], strict=True)
-    return found[: len(calls)], list(confirmations)
 
 
 def _check_durable(
@@ -173,17 +158,10 @@ async def _pipelined(
 ) -> list[Any]:
     """Call ``function`` once per ``(keys, args)``, one round trip per primary; the replies.
 
-    Errors come back as replies. If a server lacks our library, nothing ran there: it is
-    loaded and the calls are sent again.
+    Errors come back as replies.
     """
     commands = [(keys[0], _fcall_args(function, keys, args)) for keys, args in calls]
-    replies = await send_each(client, commands)
-    missing = [index for index, reply in enumerate(replies) if _function_missing(reply)]
-    if missing:
-        await _load_library(client)  # nothing ran where the function was missing
-        again = await send_each(client, [commands[index] for index in missing])
-        for index, reply in zip(missing, again, strict=True):
-            replies[index] = reply
+    replies, _ = await _send_calls(client, commands)
     return replies
 
 

@@ -170,17 +170,27 @@ async def send(client: Client, key: str, commands: Sequence[Command]) -> list[An
     return replies
 
 
-async def send_each(client: Client, calls: Sequence[tuple[str, Command]]) -> list[Any]:
+async def send_each(
+    client: Client, calls: Sequence[tuple[str, Command]], *, then: Command | None = None
+) -> tuple[list[Any], list[tuple[str, Any]]]:
     """Send independent ``(key, command)`` calls, one round trip per primary; replies in order.
 
     Each command runs on its own, not all together. On a cluster the primaries are sent to
-    concurrently.
+    concurrently. ``then``, if given, follows each primary's calls on the same connection (a
+    WAIT after the writes it must wait for); its replies come second, each with a key of the
+    calls it followed.
     """
+    trailing: list[tuple[str, Any]] = []
     if not calls:
-        return []
-    if not isinstance(client, RedisCluster):
-        return await send(client, calls[0][0], [command for _, command in calls])
-    replies: list[Any] = [None] * len(calls)
+        return [], trailing
+    extra = [then] if then is not None else []
+    if len(calls) == 1 or not isinstance(client, RedisCluster):  # one primary: no grouping
+        key = calls[0][0]
+        replies = await send(client, key, [*(command for _, command in calls), *extra])
+        if then is not None:
+            trailing.append((key, replies.pop()))
+        return replies, trailing
+    replies = [None] * len(calls)
     pending = list(range(len(calls)))
     for attempt in range(2):
         await client.initialize()
@@ -190,7 +200,10 @@ async def send_each(client: Client, calls: Sequence[tuple[str, Command]]) -> lis
             groups[node.name if node else ""].append(index)
 
         async def one_node(indexes: list[int]) -> None:
-            found = await _send_once(client, calls[indexes[0]][0], [calls[i][1] for i in indexes])
+            key = calls[indexes[0]][0]
+            found = await _send_once(client, key, [*(calls[i][1] for i in indexes), *extra])
+            if then is not None:
+                trailing.append((key, found.pop()))
             for index, reply in zip(indexes, found, strict=True):
                 replies[index] = reply
 
@@ -199,7 +212,7 @@ async def send_each(client: Client, calls: Sequence[tuple[str, Command]]) -> lis
         if not pending or attempt:
             break
         await _refresh(client)  # those slots moved (nothing ran there): send them again
-    return replies
+    return replies, trailing
 
 
 async def _send_once(client: Client, key: str, commands: Sequence[Command]) -> list[Any]:
