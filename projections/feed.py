@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -60,12 +61,12 @@ async def follow_feed(
             yield item
 
 
+@dataclass(frozen=True, slots=True)
 class Group:
     """A consumer group and the consumer reading for it (`read_feeds` then uses XREADGROUP)."""
 
-    def __init__(self, name: str, consumer: str) -> None:
-        """Read as ``consumer`` of the group ``name``."""
-        self.name, self.consumer = name, consumer
+    name: str
+    consumer: str
 
 
 async def read_feeds(

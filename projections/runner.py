@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ClusterDownError, ClusterError, ReadOnlyError, TryAgainError
+from redis.exceptions import ClusterError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -45,8 +45,7 @@ MIN_LEASE_MS = 100
 UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
-    ClusterDownError,
-    ClusterError,
+    ClusterError,  # CLUSTERDOWN and MASTERDOWN too
     TryAgainError,
     ReadOnlyError,
     OSError,

@@ -23,7 +23,6 @@ __all__ = [
     "ClientSource",
     "RedisSettings",
     "Target",
-    "is_cluster",
     "redacted",
     "resolve_client",
 ]
@@ -102,11 +101,6 @@ def _cluster_client(url: str, *, decode_responses: bool) -> RedisCluster:
     if options.pop("connection_class", None) is SSLConnection:
         options["ssl"] = True
     return RedisCluster(startup_nodes=seeds, decode_responses=decode_responses, **options)
-
-
-def is_cluster(client: Client) -> bool:
-    """Tell whether ``client`` talks to a Redis Cluster."""
-    return isinstance(client, RedisCluster)
 
 
 def redacted(url: str) -> str:

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 from pydantic import Field
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError
 from waiting import eventually
 
@@ -38,14 +38,11 @@ async def test_writes_continue_through_a_failover_and_no_acknowledged_event_is_l
         ledgers = [Ledger() for _ in range(WRITERS)]
         for ledger in ledgers:
             await ledger.save()
-        client = Ledger._ss_client()
-        assert isinstance(client, RedisCluster)
-        victim = client.get_node_from_key(ledgers[0]._ss_instance_keys().doc)
-        assert victim is not None
+        victim = primary_of(ledgers[0])
         on_victim = [
             ledger
             for ledger in ledgers
-            if client.get_node_from_key(ledger._ss_instance_keys().doc) == victim
+            if primary_of(ledger) == victim
         ]
 
         acknowledged: dict[str, list[int]] = defaultdict(list)
@@ -89,6 +86,15 @@ async def test_writes_continue_through_a_failover_and_no_acknowledged_event_is_l
         assert all(after[ledger.pk] >= AFTER for ledger in on_victim)
 
 
+def primary_of(model: BaseRedisModel) -> ClusterNode:
+    """The primary that holds ``model``'s keys now."""
+    client = model._ss_client()
+    assert isinstance(client, RedisCluster)
+    node = client.get_node_from_key(model._ss_instance_keys().doc)
+    assert node is not None
+    return node
+
+
 async def _all_at_least(
     acknowledged: dict[str, list[int]], ledgers: list[BaseRedisModel], n: int
 ) -> bool:
@@ -129,10 +135,7 @@ async def test_a_subscriber_runs_on_through_a_failover_and_misses_no_acknowledge
         running = asyncio.create_task(runner.async_run())
         for _ in range(5):
             await tick_all()
-        client = Tick._ss_client()
-        assert isinstance(client, RedisCluster)
-        victim = client.get_node_from_key(ticks[0]._ss_instance_keys().doc)
-        assert victim is not None
+        victim = primary_of(ticks[0])
         await asyncio.to_thread(cluster.kill, victim.port)
         await tick_all()  # some of these meet the dead primary
         await asyncio.to_thread(cluster.wait_until_healthy)
