@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from streamstore.connection import Client
     from streamstore.events import Event
-    from streamstore.model import ModelMeta
+    from streamstore.meta import ModelMeta
     from streamstore.operations import Op
     from streamstore.plan import Applied
 
