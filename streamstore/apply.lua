@@ -1,54 +1,81 @@
 #!lua name=streamstore
--- streamstore: apply a batch of operations to one instance, atomically.
+-- streamstore: apply batches of operations to one or more instances, atomically.
 --
--- Runs every RedisJSON command first; only when all of them succeeded does it append the
--- events to the instance stream and to the partition's change feed. A failing operation
--- restores the document and returns an error reply, so nothing is half-written (I2).
--- The argument layout is built by streamstore/plan.py; keep the two in step.
+-- One FCALL of `streamstore_apply` is one write: every instance it names gets its operations
+-- applied to its RedisJSON document and its events appended to its stream and to its
+-- partition's change feed, all of them or none. The argument layout is built by
+-- streamstore/plan.py; keep the two in step.
 --
--- A Redis Functions library: its body (the handlers below) runs once, when it is loaded, and
--- each write is one FCALL of `streamstore_apply`. The executor loads it under a name made
--- from a hash of this text, so two versions of streamstore can share a server.
+-- Checked before written (I7). A call runs in three phases:
+--   1. check: parse and check every argument (numbers, ranges, arities, paths), read every
+--      instance's state (the document's type, the stream's last entry and its format, the feed's
+--      type and id room, the listing sets' types), compare versions, and ask the ACL whether this
+--      user may run every write command the call will send. Nothing is written yet: a refusal
+--      here leaves Redis untouched.
+--   2. apply: run each operation's RedisJSON command(s). A handler checks what its outcome
+--      depends on (the field is a list, the index is in range, the key is there) before its
+--      one write. Whenever more than one write may touch a document (a batch, several instances,
+--      a chunked extend, several dict items) the document is first copied aside (COPY keeps
+--      RedisJSON's own representation of numbers) and put back if anything fails later.
+--   3. append: the events, to each instance stream (gapless seq) and feed; the listing sets and
+--      the expiry. Every command here was checked in phase 1 (key types, id room, ACL).
+-- Everything runs under one pcall: an error at any point (a refusal, or a command Redis still
+-- refuses) restores the documents copied aside, removes the entries appended by this call, and
+-- becomes one error reply 'STREAMSTORE <code> <instance> <detail>'. A single operation on one
+-- instance takes no copy: its RedisJSON command is its first write and applies whole or not at
+-- all, and nothing after it can be refused once phase 1 has passed.
 --
--- KEYS: doc, stream, feed, undo (scratch copy of the document while a batch runs),
---       index (the partition's live pks), expiry (the partition's pks with a TTL, by expiry ms)
--- ARGV: pk, meta, layout version, model version, ttl seconds (0 = leave, -1 = persist),
---       feed maxlen,
---       expected seq ('' = none), create-if-missing document ('' = none),
---       snapshot every n events (0 = never), op count,
---       then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
+-- A Redis Functions library: its body runs once, when it is loaded, and each write is one FCALL.
+-- The executor loads it under a name made from a hash of this text, so two versions of
+-- streamstore can share a server.
+--
+-- KEYS, per instance: doc, stream, feed, undo (scratch copy of the document while a call runs),
+--   index (the partition's live pks), expiry (the partition's pks with a TTL, by expiry ms).
+-- ARGV: instance count, then per instance: pk, meta, layout version, model version,
+--   ttl seconds (0 = leave, -1 = persist), feed maxlen, expected seq ('' = none),
+--   create-if-missing document ('' = none), snapshot every n events (0 = never), op count,
+--   then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
+-- Reply: per instance { {stream id, seq, type}..., results..., last seq }.
 --
 -- More functions serve the read side (streamstore/projections): `streamstore_read` returns a
 -- document with the newest entries of its stream, read together; `streamstore_put` rewrites a
 -- document (rebuild) only if the stream has not moved on; `streamstore_lease` renews or releases
--- a subscriber's partition lease only while its owner holds it.
+-- a subscriber's partition lease only while its owner holds it; `streamstore_members` lists a
+-- partition's live instances.
 --
 -- RedisJSON's number parser is not exact (a double can land one unit off), so for values
 -- that may hold floats ('r') the event records the value as stored, read back from the
--- document, never the text we sent: replaying the event must give the same document.
+-- document, never the text we sent: replaying the event must give the same document. The
+-- stored value is also the operation's result, for the caller's local copy to match.
 
--- The document and undo keys of the call being run (set at the start of every call).
-local DOC, UNDO
+-- Numbers up to 2^53 are exact in Lua; ids, seqs, indexes and times stay below it.
+local EXACT = 9007199254740992
+-- Items per JSON.ARRAPPEND: Lua's unpack stops at a few thousand values.
+local CHUNK = 1000
+local LAST_ID_PART = '18446744073709551615'
+-- The longest expiry accepted, in seconds (about 31,700 years; EXPIRE's own limit is higher).
+local MAX_TTL = 1000000000000
 
--- A batch of several commands copies the document aside (COPY keeps RedisJSON's own
--- representation; writing back its JSON text would not, its number parser being inexact),
--- to put it back if a later operation fails. A single command applies or fails whole.
-local snapshot, existed   -- a batch is running (the document may need restoring); it existed
-
-local function abort(code, detail)
-  if snapshot then
-    if existed then
-      redis.call('RENAME', UNDO, DOC)
-    else
-      redis.call('DEL', DOC)
-    end
-  end
-  return redis.error_reply('STREAMSTORE ' .. code .. ' ' .. (detail or ''))
+-- A refusal: raised as a table, so the entry point can tell it from a Redis error.
+local function fail(code, detail)
+  error({ streamstore = true, code = code, detail = detail or '' }, 0)
 end
+
+local function integer(text, low, high, what)
+  if type(text) ~= 'string' or not string.match(text, '^%-?%d+$') or #text > 16 then
+    fail('USAGE', what .. ' must be an integer, got ' .. tostring(text))
+  end
+  local n = tonumber(text)
+  if n < low or n > high then fail('USAGE', what .. ' out of range: ' .. text) end
+  return n
+end
+
+-- The instance being worked on (set before each handler runs).
+local DOC
 
 -- A JSONPath for one key of the object at `path`. RedisJSON strings have no escapes and
 -- lose leading spaces, so the key must avoid the quote we wrap it in, backslashes, and a
--- leading space (the same rule as operations.item_json_path).
+-- leading space (the same rule as operations.bracket_key).
 local function item_path(path, key)
   if string.find(key, '\\', 1, true) or string.sub(key, 1, 1) == ' ' then return nil end
   if not string.find(key, "'", 1, true) then return path .. "['" .. key .. "']" end
@@ -69,270 +96,495 @@ local function json_type(path)
   return t
 end
 
-local function array_len(path)
-  local n = redis.call('JSON.ARRLEN', DOC, path)[1]
-  if not n then return nil end
-  return n
+local function require_type(op, wanted, noun)
+  if json_type(op.jpath) ~= wanted then fail('PATH', op.path .. ' is not a ' .. noun) end
 end
 
--- Each handler applies one operation and returns (event data, result) or (false, code, detail).
--- An event data of nil means the operation changed nothing and writes no event.
-local H = {}
+-- The operations: per event type, how many arguments it takes (phase 1 checks them), the
+-- write commands it sends to the document (phase 1 asks the ACL), and its handler (phase 2).
+-- A handler applies one operation and returns (event data, result); event data nil means the
+-- operation changed nothing and writes no event.
+local OPS = {}
 
-H['saved'] = function(op)
+local function arity(n) return function(args) return #args == n end end
+
+-- Write commands as phase 1 asks the ACL about them (with the document key first).
+local JSON_SET = { 'JSON.SET', '$', '0' }
+
+OPS['saved'] = { args = arity(1), writes = { JSON_SET }, run = function(op)
   redis.call('JSON.SET', DOC, '$', op.args[1])
-  if op.rb then return get_one('$') end
-  return op.args[1]
-end
+  if op.rb then
+    local stored = get_one('$')
+    return stored, stored
+  end
+  return op.args[1], false
+end }
 
-H['duplicated'] = function(op)
+OPS['duplicated'] = { args = arity(3), writes = { JSON_SET }, run = function(op)
   redis.call('JSON.SET', DOC, '$', op.args[1])
   local document = op.rb and get_one('$') or op.args[1]
   return '{"document":' .. document .. ',"source":' .. op.args[2] .. ',"source_seq":'
-    .. op.args[3] .. '}'
-end
+    .. op.args[3] .. '}', op.rb and document or false
+end }
 
-H['snapshot'] = function(op)
-  return '{"document":' .. get_one('$') .. '}'
-end
+OPS['snapshot'] = { args = arity(0), writes = {}, run = function(op)
+  return '{"document":' .. get_one('$') .. '}', false
+end }
 
-H['deleted'] = function(op)
-  -- DEL answers 0 only for an 'if-exists' delete of a missing document: no event then.
-  if redis.call('DEL', DOC) == 0 then return nil end
-  return '{}'
-end
+OPS['deleted'] = {
+  args = function(args) return #args == 0 or (#args == 1 and args[1] == 'if-exists') end,
+  writes = { { 'DEL' } },
+  run = function(op)
+    -- DEL answers 0 only for an 'if-exists' delete of a missing document: no event then.
+    if redis.call('DEL', DOC) == 0 then return nil end
+    return '{}', false
+  end }
 
-H['set'] = function(op)
+OPS['set'] = { args = arity(1), writes = { JSON_SET }, run = function(op)
   -- With a $-path, JSON.SET answers nil (and changes nothing) when the parent is missing.
   if not redis.call('JSON.SET', DOC, op.jpath, op.args[1]) then
-    return false, 'PATH', op.path .. ' has no parent in the document'
+    fail('PATH', op.path .. ' has no parent in the document')
   end
   local value = op.rb and get_one(op.jpath) or op.args[1]
   return '{"value":' .. value .. '}', value
-end
+end }
 
-H['number.incr'] = function(op)
-  local t = json_type(op.jpath)
-  if t ~= 'integer' and t ~= 'number' then return false, 'PATH', op.path .. ' is not a number' end
-  local value = string.sub(redis.call('JSON.NUMINCRBY', DOC, op.jpath, op.args[1]), 2, -2)
-  return '{"by":' .. op.args[1] .. ',"value":' .. value .. '}', value
-end
+local function negative(number_text) return string.sub(number_text, 1, 1) == '-' end
 
-local function require_array(op)
-  if json_type(op.jpath) ~= 'array' then return false end
-  return true
-end
+OPS['number.incr'] = {
+  args = function(args)
+    return #args == 1 and string.match(args[1], '^%-?%d+%.?%d*[eE]?[-+]?%d*$') ~= nil
+  end,
+  writes = { { 'JSON.NUMINCRBY', '$', '1' }, JSON_SET },
+  run = function(op)
+    local t = json_type(op.jpath)
+    if t ~= 'integer' and t ~= 'number' then fail('PATH', op.path .. ' is not a number') end
+    local before = get_one(op.jpath)
+    local by = op.args[1]
+    local value = string.sub(redis.call('JSON.NUMINCRBY', DOC, op.jpath, by), 2, -2)
+    -- RedisJSON wraps a signed 64-bit overflow around (and a float one becomes no number):
+    -- put the value back and refuse.
+    local wrapped = t == 'integer' and string.match(value, '^%-?%d+$')
+      and negative(before) == negative(by) and negative(value) ~= negative(before)
+    if wrapped or not string.match(value, '^%-?%d') then
+      redis.call('JSON.SET', DOC, op.jpath, before)
+      fail('RANGE', op.path .. ' + ' .. by .. ' is out of range')
+    end
+    return '{"by":' .. by .. ',"value":' .. value .. '}', value
+  end }
 
-H['list.append'] = function(op)
-  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+OPS['list.append'] = { args = arity(1), writes = { { 'JSON.ARRAPPEND', '$', '0' } }, run = function(op)
+  require_type(op, 'array', 'list')
   redis.call('JSON.ARRAPPEND', DOC, op.jpath, op.args[1])
   local value = op.rb and get_one(op.jpath .. '[-1]') or op.args[1]
-  return '{"value":' .. value .. '}'
-end
+  return '{"value":' .. value .. '}', op.rb and value or false
+end }
 
-H['list.extend'] = function(op)
-  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
-  redis.call('JSON.ARRAPPEND', DOC, op.jpath, unpack(op.args))
-  local values = table.concat(op.args, ',')
-  if op.rb then
-    values = string.sub(redis.call('JSON.GET', DOC, op.jpath .. '[-' .. #op.args .. ':]'), 2, -2)
-  end
-  return '{"values":[' .. values .. ']}'
-end
+OPS['list.extend'] = {
+  args = function(args) return #args >= 1 end,
+  writes = { { 'JSON.ARRAPPEND', '$', '0' } },
+  run = function(op)
+    require_type(op, 'array', 'list')
+    for first = 1, #op.args, CHUNK do
+      redis.call('JSON.ARRAPPEND', DOC, op.jpath,
+        unpack(op.args, first, math.min(first + CHUNK - 1, #op.args)))
+    end
+    local values = '[' .. table.concat(op.args, ',') .. ']'
+    if op.rb then
+      values = string.sub(redis.call('JSON.GET', DOC, op.jpath .. '[-' .. #op.args .. ':]'), 2, -2)
+    end
+    return '{"values":' .. values .. '}', op.rb and values or false
+  end }
 
-H['list.insert'] = function(op)
-  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
-  -- Clamp like Python's list.insert; RedisJSON would refuse an index out of range.
-  local n, i = array_len(op.jpath), tonumber(op.args[1])
-  if i < 0 then i = math.max(0, n + i) end
-  if i > n then i = n end
-  redis.call('JSON.ARRINSERT', DOC, op.jpath, i, op.args[2])
-  local value = op.rb and get_one(op.jpath .. '[' .. i .. ']') or op.args[2]
-  return '{"index":' .. i .. ',"value":' .. value .. '}'
-end
+-- A list index argument: an integer within what Lua holds exactly.
+local function index_arg(op) return integer(op.args[1], -EXACT, EXACT, op.path .. ' index') end
 
-H['list.pop'] = function(op)
-  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
-  local n, i = array_len(op.jpath), tonumber(op.args[1])
-  if n == 0 then return false, 'EMPTY', 'pop from empty list' end
-  if i < 0 then i = n + i end
-  if i < 0 or i >= n then return false, 'EMPTY', 'pop index out of range' end
-  local value = redis.call('JSON.ARRPOP', DOC, op.jpath, i)[1]
-  return '{"index":' .. i .. ',"value":' .. value .. '}', value
-end
+OPS['list.insert'] = {
+  args = arity(2),
+  writes = { { 'JSON.ARRINSERT', '$', '0', '0' } },
+  check = index_arg,
+  run = function(op)
+    require_type(op, 'array', 'list')
+    -- Clamp like Python's list.insert; RedisJSON would refuse an index out of range.
+    local n, i = redis.call('JSON.ARRLEN', DOC, op.jpath)[1], tonumber(op.args[1])
+    if i < 0 then i = math.max(0, n + i) end
+    if i > n then i = n end
+    redis.call('JSON.ARRINSERT', DOC, op.jpath, i, op.args[2])
+    local value = op.rb and get_one(op.jpath .. '[' .. i .. ']') or op.args[2]
+    return '{"index":' .. i .. ',"value":' .. value .. '}', op.rb and value or false
+  end }
 
-H['list.clear'] = function(op)
-  if not require_array(op) then return false, 'PATH', op.path .. ' is not a list' end
+OPS['list.pop'] = {
+  args = arity(1),
+  writes = { { 'JSON.ARRPOP', '$', '0' } },
+  check = index_arg,
+  run = function(op)
+    require_type(op, 'array', 'list')
+    local n, i = redis.call('JSON.ARRLEN', DOC, op.jpath)[1], tonumber(op.args[1])
+    if n == 0 then fail('EMPTY', 'pop from empty list') end
+    if i < 0 then i = n + i end
+    if i < 0 or i >= n then fail('EMPTY', 'pop index out of range') end
+    local value = redis.call('JSON.ARRPOP', DOC, op.jpath, i)[1]
+    return '{"index":' .. i .. ',"value":' .. value .. '}', value
+  end }
+
+OPS['list.clear'] = { args = arity(0), writes = { JSON_SET }, run = function(op)
+  require_type(op, 'array', 'list')
   redis.call('JSON.SET', DOC, op.jpath, '[]')
-  return '{}'
-end
+  return '{}', false
+end }
 
-local function require_object(op)
-  return json_type(op.jpath) == 'object'
-end
-
-H['dict.set_item'] = function(op)
-  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+OPS['dict.set_item'] = { args = arity(3), writes = { JSON_SET }, run = function(op)
+  require_type(op, 'object', 'dict')
   redis.call('JSON.SET', DOC, op.args[2], op.args[3])
   local value = op.rb and get_one(op.args[2]) or op.args[3]
-  return '{"key":' .. op.args[1] .. ',"value":' .. value .. '}'
-end
+  return '{"key":' .. op.args[1] .. ',"value":' .. value .. '}', op.rb and value or false
+end }
 
-H['dict.update'] = function(op)
-  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
-  local items = {}
-  for i = 1, #op.args, 3 do
-    redis.call('JSON.SET', DOC, op.args[i + 1], op.args[i + 2])
-    local value = op.rb and get_one(op.args[i + 1]) or op.args[i + 2]
-    items[#items + 1] = op.args[i] .. ':' .. value
-  end
-  return '{"items":{' .. table.concat(items, ',') .. '}}'
-end
+OPS['dict.update'] = {
+  args = function(args) return #args >= 3 and #args % 3 == 0 end,
+  writes = { JSON_SET },
+  run = function(op)
+    require_type(op, 'object', 'dict')
+    local items = {}
+    for i = 1, #op.args, 3 do
+      redis.call('JSON.SET', DOC, op.args[i + 1], op.args[i + 2])
+      local value = op.rb and get_one(op.args[i + 1]) or op.args[i + 2]
+      items[#items + 1] = op.args[i] .. ':' .. value
+    end
+    local object = '{' .. table.concat(items, ',') .. '}'
+    return '{"items":' .. object .. '}', op.rb and object or false
+  end }
 
 -- dict.del_item, dict.pop: args = key as JSON, item path, has default ('1'/'0').
 local function remove_key(op)
-  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+  require_type(op, 'object', 'dict')
   local value = get_one(op.args[2])
   if not value then
     if op.args[3] == '1' then return nil end
-    return false, 'KEY', op.args[1]
+    fail('KEY', op.args[1])
   end
   redis.call('JSON.DEL', DOC, op.args[2])
   return '{"key":' .. op.args[1] .. ',"value":' .. value .. '}', value
 end
-H['dict.del_item'] = remove_key
-H['dict.pop'] = remove_key
+local function removal_args(args) return #args == 3 and (args[3] == '0' or args[3] == '1') end
+OPS['dict.del_item'] = { args = removal_args, writes = { { 'JSON.DEL', '$' } }, run = remove_key }
+OPS['dict.pop'] = { args = removal_args, writes = { { 'JSON.DEL', '$' } }, run = remove_key }
 
-H['dict.popitem'] = function(op)
-  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+OPS['dict.popitem'] = { args = arity(0), writes = { { 'JSON.DEL', '$' } }, run = function(op)
+  require_type(op, 'object', 'dict')
   local keys = redis.call('JSON.OBJKEYS', DOC, op.jpath)[1]
-  if #keys == 0 then return false, 'KEY', 'popitem(): dictionary is empty' end
+  if #keys == 0 then fail('KEY', 'popitem(): dictionary is empty') end
   local key = keys[#keys]
   local path = item_path(op.jpath, key)
-  if not path then return false, 'UNSAFE', key end
+  if not path then fail('UNSAFE', key) end
   local value = get_one(path)
   redis.call('JSON.DEL', DOC, path)
   local key_json = cjson.encode(key)
   return '{"key":' .. key_json .. ',"value":' .. value .. '}', '[' .. key_json .. ',' .. value .. ']'
-end
+end }
 
-H['dict.clear'] = function(op)
-  if not require_object(op) then return false, 'PATH', op.path .. ' is not a dict' end
+OPS['dict.clear'] = { args = arity(0), writes = { JSON_SET }, run = function(op)
+  require_type(op, 'object', 'dict')
   redis.call('JSON.SET', DOC, op.jpath, '{}')
-  return '{}'
-end
+  return '{}', false
+end }
 
-local function apply(KEYS, ARGV)
-  DOC, UNDO = KEYS[1], KEYS[4]
-  snapshot, existed = false, false
-  local STREAM, FEED, INDEX, EXPIRY = KEYS[2], KEYS[3], KEYS[5], KEYS[6]
-  local PK, META, VERSION, MODEL_VERSION = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local TTL, FEED_MAXLEN = tonumber(ARGV[5]), ARGV[6]
-  local EXPECTED, CREATE = ARGV[7], ARGV[8]
-  local SNAPSHOT_EVERY, NOPS = tonumber(ARGV[9]), tonumber(ARGV[10])
+-- Phase 1: arguments -------------------------------------------------------------------------
 
-  -- 1. Read the current state: does the document exist, what is the last seq?
-  local exists = redis.call('EXISTS', DOC) == 1
-  local was = exists
-  local last = redis.call('XREVRANGE', STREAM, '+', '-', 'COUNT', 1)[1]
-  local seq, last_ms = 0, 0
-  if last then
-    seq = tonumber(last[2][2])
-    last_ms = tonumber(string.match(last[1], '^(%d+)'))
+local function parse_instance(KEYS, ARGV, number, pos)
+  local k = (number - 1) * 6
+  if not KEYS[k + 6] then fail('USAGE', 'instance ' .. number .. ' lacks its keys') end
+  local inst = {
+    number = number,
+    doc = KEYS[k + 1], stream = KEYS[k + 2], feed = KEYS[k + 3], undo = KEYS[k + 4],
+    index = KEYS[k + 5], expiry = KEYS[k + 6],
+    pk = ARGV[pos], meta = ARGV[pos + 1], version = ARGV[pos + 2], mv = ARGV[pos + 3],
+    ops = {}, events = {}, results = {}, appended = {}, fed = {},
+  }
+  if not ARGV[pos + 9] then fail('USAGE', 'instance ' .. number .. ' lacks its arguments') end
+  integer(inst.version, 1, EXACT, 'layout version')
+  if string.sub(inst.meta, 1, 1) ~= '{' then fail('USAGE', 'meta must be a JSON object') end
+  integer(inst.mv, 1, EXACT, 'model version')
+  inst.ttl = integer(ARGV[pos + 4], -1, MAX_TTL, 'ttl')
+  inst.feed_maxlen = integer(ARGV[pos + 5], 1, EXACT, 'feed maxlen')
+  if ARGV[pos + 6] ~= '' then inst.expected = integer(ARGV[pos + 6], 0, EXACT, 'expected seq') end
+  local create = ARGV[pos + 7]
+  if create ~= '' and string.sub(create, 1, 1) ~= '{' then
+    fail('USAGE', 'the document to create must be a JSON object')
   end
-  if EXPECTED ~= '' and tonumber(EXPECTED) ~= seq then
-    return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
-  end
-
-  -- 2. Parse the operations.
-  local ops, pos = {}, 11
-  if CREATE ~= '' and not exists then
-    ops[1] = { type = 'saved', path = '$', jpath = '$', args = { CREATE }, implicit = true,
-      rb = true }
-  end
-  for _ = 1, NOPS do
+  inst.snapshot_every = integer(ARGV[pos + 8], 0, EXACT, 'snapshot every')
+  local count = integer(ARGV[pos + 9], 0, #ARGV, 'op count')
+  pos = pos + 10
+  inst.create = create ~= '' and create
+  for _ = 1, count do
+    local n = ARGV[pos + 4] and integer(ARGV[pos + 4], 0, #ARGV - pos - 4, 'argument count')
+    if not n then fail('USAGE', 'an operation lacks its arguments') end
     local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2],
       rb = ARGV[pos + 3] == 'r', args = {} }
-    local n = tonumber(ARGV[pos + 4])
     for j = 1, n do op.args[j] = ARGV[pos + 4 + j] end
-    pos = pos + 5 + n
-    ops[#ops + 1] = op
-  end
-  if #ops > 1 or (ops[1] and ops[1].type == 'dict.update' and #ops[1].args > 3) then
-    snapshot = true
-    existed = exists
-    if exists then redis.call('COPY', DOC, UNDO, 'REPLACE') end
-  end
-
-  -- 3. Apply them to the document, collecting events and results.
-  local events, results = {}, {}
-  for _, op in ipairs(ops) do
-    local handler = H[op.type]
-    if not handler then return abort('USAGE', 'unknown operation ' .. op.type) end
-    local needs_document = op.type ~= 'saved' and op.type ~= 'duplicated'
-      and not (op.type == 'deleted' and op.args[1] == 'if-exists')
-    if needs_document and not exists then return abort('NOT_FOUND', op.path) end
-    local pok, data, result, detail = pcall(handler, op)
-    if not pok then
-      local message = tostring(data)
-      if string.find(message, 'nknown', 1, true) then return abort('NOJSON', message) end
-      return abort('REDIS', message)
+    local row = OPS[op.type]
+    if not row then fail('USAGE', 'unknown operation ' .. tostring(op.type)) end
+    if string.sub(op.path, 1, 1) ~= '$' or string.sub(op.jpath, 1, 1) ~= '$' then
+      fail('USAGE', op.type .. ': paths must start with $')
     end
-    if data == false then return abort(result, detail) end
-    exists = op.type ~= 'deleted' and (exists or data ~= nil)
-    if data then events[#events + 1] = { op.type, op.path, data } end
-    if not op.implicit then results[#results + 1] = result or false end
+    if not row.args(op.args) then fail('USAGE', op.type .. ': wrong arguments') end
+    if row.check then row.check(op) end
+    op.row = row
+    inst.ops[#inst.ops + 1] = op
+    pos = pos + 5 + n
   end
+  return inst, pos
+end
 
-  if existed then redis.call('DEL', UNDO) end
+-- Phase 1: state -----------------------------------------------------------------------------
 
+local function key_type(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+local function require_key_type(key, allowed, noun)
+  local found = key_type(key)
+  if found ~= 'none' and found ~= allowed then
+    fail('WRONGTYPE', key .. ' holds a ' .. found .. ', not ' .. noun)
+  end
+  return found ~= 'none'
+end
+
+-- The newest entry of a stream, or nil; WRONGTYPE if the key is no stream.
+local function newest(key)
+  local ok, found = pcall(redis.call, 'XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if not ok then fail('WRONGTYPE', key .. ' is not a stream') end
+  return found[1]
+end
+
+local function read_state(inst)
+  inst.exists = require_key_type(inst.doc, 'ReJSON-RL', 'a JSON document')
+  inst.existed = inst.exists
+  if inst.create and not inst.exists then
+    table.insert(inst.ops, 1, { type = 'saved', row = OPS['saved'], path = '$', jpath = '$',
+      args = { inst.create }, implicit = true, rb = true })
+  end
+  inst.seq, inst.last_ms, inst.last_id_full = 0, 0, false
+  local last = newest(inst.stream)
+  if last then
+    -- The entry another program may have written: its layout must be ours (seq first), or
+    -- the next seq cannot be known.
+    local fields = last[2]
+    local seq = fields[1] == 'seq' and string.match(fields[2], '^%d+$') and tonumber(fields[2])
+    local ms, part = string.match(last[1], '^(%d+)%-(%d+)$')
+    if not seq or seq < 1 or seq >= EXACT or fields[3] ~= 'type' or not OPS[fields[4]] then
+      fail('CORRUPT', inst.stream .. ' ends with entry ' .. last[1]
+        .. ', which is not a streamstore event (seq first, a known type)')
+    end
+    if not ms or #ms > 15 then fail('IDS', inst.stream .. ' has no room for newer entry ids') end
+    inst.seq, inst.last_ms, inst.last_id_full = seq, tonumber(ms), part == LAST_ID_PART
+  end
+  if inst.expected and inst.expected ~= inst.seq then fail('CONFLICT', tostring(inst.seq)) end
+  local top = newest(inst.feed)
+  if top and top[1] == LAST_ID_PART .. '-' .. LAST_ID_PART then
+    fail('IDS', inst.feed .. ' has no room for newer entry ids')
+  end
+  inst.lists = false
+  for _, op in ipairs(inst.ops) do
+    if op.type == 'saved' or op.type == 'deleted' or op.type == 'duplicated' then
+      inst.lists = true
+    end
+  end
+  if inst.lists or inst.ttl ~= 0 then
+    require_key_type(inst.index, 'zset', 'a sorted set')
+    require_key_type(inst.expiry, 'zset', 'a sorted set')
+  end
+end
+
+-- Phase 1: permissions -----------------------------------------------------------------------
+
+local function allowed(command, key, ...)
+  local ok, yes = pcall(redis.acl_check_cmd, command, key, ...)
+  if not ok then
+    if string.find(command, 'JSON.', 1, true) then fail('NOJSON', command) end
+    error(yes)
+  end
+  if not yes then fail('NOPERM', 'this user may not run ' .. command .. ' on ' .. key) end
+end
+
+local function check_permissions(inst, copies)
+  local seen = {}
+  for _, op in ipairs(inst.ops) do
+    for _, command in ipairs(op.row.writes) do
+      if not seen[command] then
+        seen[command] = true
+        allowed(command[1], inst.doc, unpack(command, 2))
+      end
+    end
+  end
+  allowed('XADD', inst.stream, '*', 'seq', '1')
+  allowed('XADD', inst.feed, '*', 'seq', '1')
+  if inst.lists or inst.ttl ~= 0 then
+    for _, key in ipairs({ inst.index, inst.expiry }) do
+      allowed('ZADD', key, '0', 'x')
+      allowed('ZREM', key, 'x')
+    end
+  end
+  if inst.ttl ~= 0 then
+    for _, key in ipairs({ inst.doc, inst.stream }) do
+      allowed(inst.ttl > 0 and 'EXPIRE' or 'PERSIST', key, '1')
+    end
+  end
+  if copies then
+    allowed('COPY', inst.doc, inst.undo)
+    allowed('RENAME', inst.undo, inst.doc)
+    allowed('DEL', inst.doc)
+    allowed('DEL', inst.undo)
+  end
+end
+
+-- Phase 2: apply -----------------------------------------------------------------------------
+
+local function run_ops(inst)
+  DOC = inst.doc
+  if inst.copies and inst.exists then
+    redis.call('COPY', inst.doc, inst.undo, 'REPLACE')
+    inst.copied = true
+  end
+  inst.touched = true
+  for _, op in ipairs(inst.ops) do
+    if op.type ~= 'saved' and op.type ~= 'duplicated'
+        and not (op.type == 'deleted' and op.args[1] == 'if-exists') and not inst.exists then
+      fail('NOT_FOUND', op.path)
+    end
+    local data, result = op.row.run(op)
+    inst.exists = op.type ~= 'deleted' and (inst.exists or data ~= nil)
+    if data then inst.events[#inst.events + 1] = { op.type, op.path, data } end
+    if not op.implicit then inst.results[#inst.results + 1] = result or false end
+  end
   -- After every SNAPSHOT_EVERY events, a snapshot of the document follows, so replay can
   -- start there (and compaction can trim what lies before it). Snapshots take the seqs that
   -- are multiples of SNAPSHOT_EVERY + 1; a batch is never split, so one that crosses such a
   -- seq gets its snapshot right after it.
-  local period = SNAPSHOT_EVERY + 1
-  if SNAPSHOT_EVERY > 0 and exists and #events > 0
-      and math.floor((seq + #events + 1) / period) > math.floor((seq + 1) / period) then
-    events[#events + 1] = { 'snapshot', '$', H['snapshot']() }
+  local every, seq, n = inst.snapshot_every, inst.seq, #inst.events
+  local period = every + 1
+  if every > 0 and inst.exists and n > 0
+      and math.floor((seq + n + 1) / period) > math.floor((seq + 1) / period) then
+    inst.events[n + 1] = { 'snapshot', '$', OPS['snapshot'].run() }
   end
+end
 
-  -- 4. Append the events: instance stream first (gapless seq), then the partition feed.
+-- Phase 3: append ----------------------------------------------------------------------------
+
+local function append(inst, now)
   -- The entry id is '<ms>-*' with ms the server time (never below the stream's last id), so the
   -- event's `ts` is exactly the time part of its id.
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local ts = string.format('%.0f', math.max(now, last_ms))
+  local ms = math.max(now, inst.last_ms)
+  if ms == inst.last_ms and inst.last_id_full then ms = ms + 1 end
+  local ts = string.format('%.0f', ms)
+  local seq = inst.seq
   local written = {}
-  for _, ev in ipairs(events) do
+  for _, ev in ipairs(inst.events) do
     seq = seq + 1
-    local id = redis.call('XADD', STREAM, ts .. '-*', 'seq', seq, 'type', ev[1], 'path', ev[2],
-      'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION, 'mv', MODEL_VERSION)
-    redis.call('XADD', FEED, 'MAXLEN', '~', FEED_MAXLEN, '*', 'pk', PK, 'id', id, 'seq', seq,
-      'type', ev[1], 'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', META, 'v', VERSION,
-      'mv', MODEL_VERSION)
+    local id = redis.call('XADD', inst.stream, ts .. '-*', 'seq', seq, 'type', ev[1],
+      'path', ev[2], 'data', ev[3], 'ts', ts, 'meta', inst.meta, 'v', inst.version,
+      'mv', inst.mv)
+    inst.appended[#inst.appended + 1] = id
+    inst.fed[#inst.fed + 1] = redis.call('XADD', inst.feed, 'MAXLEN', '~', inst.feed_maxlen,
+      '*', 'pk', inst.pk, 'id', id, 'seq', seq, 'type', ev[1], 'path', ev[2], 'data', ev[3],
+      'ts', ts, 'meta', inst.meta, 'v', inst.version, 'mv', inst.mv)
     written[#written + 1] = { id, seq, ev[1] }
   end
-  -- 5. Keep the partition's index of live instances, and of their expiry times, in step:
+  -- Keep the partition's index of live instances, and of their expiry times, in step:
   -- `select` lists instances from it, and drops the expired ones before it reads.
-  if #events > 0 then
-    if exists and (not was or events[1][1] == 'saved') then
-      redis.call('ZADD', INDEX, 0, PK)
-    elseif was and not exists then
-      redis.call('ZREM', INDEX, PK)
-      redis.call('ZREM', EXPIRY, PK)
+  if #inst.events > 0 then
+    local pk = inst.pk
+    if inst.exists and (not inst.existed or inst.events[1][1] == 'saved') then
+      redis.call('ZADD', inst.index, 0, pk)
+    elseif inst.existed and not inst.exists then
+      redis.call('ZREM', inst.index, pk)
+      redis.call('ZREM', inst.expiry, pk)
     end
-    if TTL > 0 then
-      redis.call('EXPIRE', DOC, TTL)
-      redis.call('EXPIRE', STREAM, TTL)
-      if exists then redis.call('ZADD', EXPIRY, now + TTL * 1000, PK) end
-    elseif TTL < 0 then
-      redis.call('PERSIST', DOC)
-      redis.call('PERSIST', STREAM)
-      redis.call('ZREM', EXPIRY, PK)
+    if inst.ttl > 0 then
+      redis.call('EXPIRE', inst.doc, inst.ttl)
+      redis.call('EXPIRE', inst.stream, inst.ttl)
+      if inst.exists then redis.call('ZADD', inst.expiry, now + inst.ttl * 1000, pk) end
+    elseif inst.ttl < 0 then
+      redis.call('PERSIST', inst.doc)
+      redis.call('PERSIST', inst.stream)
+      redis.call('ZREM', inst.expiry, pk)
     end
   end
-  return { written, results, seq }
+  return { written, inst.results, seq }
 end
+
+-- Undo what a failed call changed: documents copied aside go back, appended entries go.
+local function undo(instances)
+  for _, inst in ipairs(instances) do
+    if inst.copied then
+      redis.call('RENAME', inst.undo, inst.doc)
+    elseif inst.touched and not inst.existed then
+      redis.call('DEL', inst.doc)
+    end
+    if #inst.appended > 0 then redis.call('XDEL', inst.stream, unpack(inst.appended)) end
+    if #inst.fed > 0 then redis.call('XDEL', inst.feed, unpack(inst.fed)) end
+  end
+end
+
+-- The instance the call is working on, named in its error reply.
+local CURRENT
+
+local function apply_all(KEYS, ARGV, instances)
+  CURRENT = 1
+  local count = integer(ARGV[1], 1, EXACT, 'instance count')
+  if #KEYS ~= count * 6 then fail('USAGE', 'expected ' .. count * 6 .. ' keys') end
+  local pos = 2
+  for number = 1, count do
+    CURRENT = number
+    instances[number], pos = parse_instance(KEYS, ARGV, number, pos)
+  end
+  if pos ~= #ARGV + 1 then fail('USAGE', 'unexpected arguments after the last operation') end
+  for number, inst in ipairs(instances) do
+    CURRENT = number
+    read_state(inst)
+    -- More than one write may touch the document: keep a copy to put back.
+    local ops = inst.ops
+    inst.copies = count > 1 or #ops > 1 or (ops[1] and (
+      (ops[1].type == 'dict.update' and #ops[1].args > 3)
+      or (ops[1].type == 'list.extend' and #ops[1].args > CHUNK)))
+    check_permissions(inst, inst.copies)
+  end
+  for number, inst in ipairs(instances) do
+    CURRENT = number
+    run_ops(inst)
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local replies = {}
+  for number, inst in ipairs(instances) do
+    CURRENT = number
+    replies[number] = append(inst, now)
+  end
+  for _, inst in ipairs(instances) do
+    if inst.copied then redis.call('DEL', inst.undo) end
+  end
+  return replies
+end
+
+local function apply(KEYS, ARGV)
+  local instances = {}
+  local ok, err = pcall(apply_all, KEYS, ARGV, instances)
+  if ok then return err end
+  local number = CURRENT
+  undo(instances)
+  if type(err) == 'table' and err.streamstore then
+    return redis.error_reply('STREAMSTORE ' .. err.code .. ' ' .. number .. ' ' .. err.detail)
+  end
+  local message = type(err) == 'table' and tostring(err.err) or tostring(err)
+  if string.find(message, 'nknown', 1, true) then
+    return redis.error_reply('STREAMSTORE NOJSON ' .. number .. ' ' .. message)
+  end
+  return redis.error_reply('STREAMSTORE REDIS ' .. number .. ' ' .. message)
+end
+
+
+-- Reads and writes of the read side ----------------------------------------------------------
 
 -- The last seq of the stream, or 0 when it has no entries.
 local function last_seq(stream)
@@ -355,7 +607,7 @@ end
 local function put(KEYS, ARGV)
   local seq = last_seq(KEYS[2])
   if tonumber(ARGV[1]) ~= seq then
-    return redis.error_reply('STREAMSTORE CONFLICT ' .. seq)
+    return redis.error_reply('STREAMSTORE CONFLICT 1 ' .. seq)
   end
   if ARGV[3] == '' then
     redis.call('DEL', KEYS[1])
@@ -363,7 +615,7 @@ local function put(KEYS, ARGV)
   end
   local existed = redis.call('EXISTS', KEYS[1]) == 1
   if not redis.call('JSON.SET', KEYS[1], ARGV[2], ARGV[3]) then
-    return redis.error_reply('STREAMSTORE PATH ' .. ARGV[2] .. ' has no parent in the document')
+    return redis.error_reply('STREAMSTORE PATH 1 ' .. ARGV[2] .. ' has no parent in the document')
   end
   if not existed then
     local pttl = redis.call('PTTL', KEYS[2])

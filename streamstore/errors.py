@@ -18,12 +18,15 @@ __all__ = [
     "KeyMissingError",
     "LockTimeoutError",
     "NotJSONError",
+    "PermissionDeniedError",
     "RedisJSONMissingError",
+    "ServerRefusedError",
     "StoredDataError",
     "StreamStoreError",
     "TopLevelOnlyError",
     "UnsafeKeyError",
     "UsageError",
+    "ValueRangeError",
 ]
 
 
@@ -60,6 +63,10 @@ class UnsafeKeyError(UsageError, ValueError):
     that contains a backslash or both a single and a double quote, or starts with a space,
     cannot be written item by item.
     """
+
+
+class ValueRangeError(UsageError, ValueError):
+    """A number the write would store is out of range, e.g. an increment overflowing 64 bits."""
 
 
 class EmptyContainerError(UsageError, IndexError):
@@ -100,6 +107,18 @@ class ConfigurationError(StreamStoreError):
 
 class RedisJSONMissingError(ConfigurationError):
     """The Redis server has no RedisJSON module loaded."""
+
+
+class PermissionDeniedError(ConfigurationError):
+    """The Redis user may not run a command (or touch a key) the write needs (ACL).
+
+    Checked before the write's first change: nothing was written. docs/operations.md lists the
+    ACL rules the library needs.
+    """
+
+
+class ServerRefusedError(StreamStoreError):
+    """Redis refused a command the write needed (e.g. out of memory); nothing stays half-written."""
 
 
 class DurabilityError(StreamStoreError):

@@ -9,26 +9,31 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import (
+    ClusterError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 
 from streamstore.connection import Client
 from streamstore.durability import Durability
 from streamstore.errors import (
-    ConcurrencyError,
     ConfigurationError,
-    DocumentNotFoundError,
-    RedisJSONMissingError,
+    PermissionDeniedError,
+    ServerRefusedError,
 )
 from streamstore.events import Entry, Event, flat_entry, read_entry, text
 from streamstore.plan import (
     APPLY_SCRIPT,
-    REDISJSON_HINT,
     Applied,
     Plan,
+    call_arguments,
     error_from_reply,
     parse_reply,
 )
-from streamstore.routing import Command, exchange, pinned, require_one_slot, send, send_each
+from streamstore.routing import Command, require_one_slot, send, send_each
 
 __all__ = [
     "Head",
@@ -46,7 +51,7 @@ __all__ = [
     "release_lease",
     "run_plan",
     "run_plans",
-    "run_plans_atomically",
+    "run_together",
     "scan_keys",
     "trim_before",
 ]
@@ -70,20 +75,41 @@ async def run_plan(client: Client, plan: Plan, durability: Durability | None = N
 
     With ``durability``, the wait for replicas follows in the same round trip.
     """
-    if durability is not None:
-        (applied,) = await _run_durably(client, [plan], durability)
-        return applied
-    return parse_reply(await _call(client, _FUNCTION, plan.keys, plan.args))
+    (applied,) = await run_together(client, [plan], durability)
+    return applied
+
+
+async def run_together(
+    client: Client, plans: Sequence[Plan], durability: Durability | None = None
+) -> list[Applied]:
+    """Apply the plans of one or several instances in one function call: all of them or none.
+
+    The function checks every plan (versions, documents, arguments, permissions) before its
+    first write, and puts back what it changed if a later operation fails, so a failure leaves
+    every instance as it was. On a cluster the instances must share a hash slot, else
+    `CrossSlotError` is raised before anything is sent. With ``durability``, the wait for
+    replicas follows in the same round trip.
+    """
+    if len(plans) > 1 and isinstance(client, RedisCluster):
+        require_one_slot([key for plan in plans for key in plan.keys])
+    keys, args = call_arguments(plans)
+    docs = [plan.keys[0] for plan in plans]
+    call = (keys[0], _fcall_args(_FUNCTION, keys, args))
+    if durability is None:
+        (reply,), _ = await _send_calls(client, [call])
+        return _applied(reply, docs)
+    (reply,), waits = await _send_calls(client, [call], then=durability.command())
+    applied = _applied(reply, docs)
+    for key, confirmed in waits:
+        _check_durable(durability, confirmed, key, applied)
+    return applied
 
 
 async def _call(client: Client, function: str, keys: Sequence[str], args: Sequence[str]) -> Any:
     """Call one of our functions, loading the library on a miss; map its errors."""
     (reply,), _ = await _send_calls(client, [(keys[0], _fcall_args(function, keys, args))])
     if isinstance(reply, ResponseError):
-        message = str(reply)
-        if "unknown command" in message.lower() and "fcall" in message.lower():
-            raise ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)") from None
-        raise error_from_reply(message, key=keys[0]) or reply
+        raise _refusal(reply, keys[:1]) from None
     return reply
 
 
@@ -117,26 +143,19 @@ async def run_plans(
     Raises the first plan's error, if any failed (the others have been applied). On a cluster
     the plans go to their slots' primaries, one round trip to each.
     """
+    calls = []
+    for plan in plans:
+        keys, args = call_arguments([plan])
+        calls.append((keys[0], _fcall_args(_FUNCTION, keys, args)))
+    replies, waits = await _send_calls(
+        client, calls, then=None if durability is None else durability.command()
+    )
+    applied = [
+        _applied(reply, plan.keys[:1])[0] for plan, reply in zip(plans, replies, strict=True)
+    ]
     if durability is not None:
-        return await _run_durably(client, plans, durability)
-    replies = await _pipelined(client, _FUNCTION, [(plan.keys, plan.args) for plan in plans])
-    return [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
-
-
-async def _run_durably(
-    client: Client, plans: Sequence[Plan], durability: Durability
-) -> list[Applied]:
-    """Run plans, then the durability wait, on the connection that wrote them.
-
-    WAIT counts the replicas that hold what *its own connection* wrote, so writes and wait
-    share one connection, to the primary of their slot: one round trip per primary, one WAIT
-    after the last write there.
-    """
-    calls = [(plan.keys[0], _fcall_args(_FUNCTION, plan.keys, plan.args)) for plan in plans]
-    replies, waits = await _send_calls(client, calls, then=durability.command())
-    applied = [_result(plan, reply) for plan, reply in zip(plans, replies, strict=True)]
-    for key, confirmed in waits:
-        _check_durable(durability, confirmed, key, applied)
+        for key, confirmed in waits:
+            _check_durable(durability, confirmed, key, applied)
     return applied
 
 
@@ -165,107 +184,46 @@ async def _pipelined(
     return replies
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """What must hold for one instance before a multi-instance write: its version, its document."""
-
-    doc: str
-    stream: str
-    expected_seq: int | None
-    must_exist: bool
-
-
-async def run_plans_atomically(
-    client: Client,
-    plans: Sequence[Plan],
-    checks: Sequence[Check],
-    durability: Durability | None = None,
-) -> list[Applied]:
-    """Run plans of several instances all together or not at all.
-
-    On one connection: WATCHes their documents and streams, verifies ``checks`` (raising
-    `ConcurrencyError` or `DocumentNotFoundError` before anything is written), then sends every
-    call in one MULTI/EXEC (and the durability wait after it). `WatchError` means another
-    client wrote in between and nothing was applied. On a cluster every key must be in one
-    hash slot, else `CrossSlotError` comes before anything is sent.
-    """
-    if isinstance(client, RedisCluster):
-        require_one_slot([key for plan in plans for key in plan.keys])
-    watched = [key for check in checks for key in (check.doc, check.stream)]
-    for attempt in range(2):
-        async with pinned(client, watched[0]) as connection:
-            (watching,) = await exchange(connection, [("WATCH", *watched)])
-            if isinstance(watching, ResponseError):
-                raise watching
-            found = await exchange(
-                connection,
-                [
-                    command
-                    for check in checks
-                    for command in (
-                        ("EXISTS", check.doc),
-                        ("XREVRANGE", check.stream, "+", "-", "COUNT", 1),
-                    )
-                ],
-            )
-            for check, exists, last in zip(checks, found[::2], found[1::2], strict=True):
-                _verify(check, exists, last)
-            transaction: list[Command] = [
-                ("MULTI",),
-                *(_fcall_args(_FUNCTION, plan.keys, plan.args) for plan in plans),
-                ("EXEC",),
-            ]
-            if durability is not None:
-                transaction.append(durability.command())
-            replies = await exchange(connection, transaction)
-        results = replies[len(plans) + 1]
-        if isinstance(results, ResponseError):
-            raise results  # EXECABORT: a call was refused while queueing; nothing ran
-        if results is None:
-            raise WatchError("a watched key changed: nothing was applied")
-        if attempt or not all(_function_missing(reply) for reply in results):
-            break
-        await _load_library(client)  # every call missed the function: nothing was applied
-    applied = [_result(plan, reply) for plan, reply in zip(plans, results, strict=True)]
-    if durability is not None:
-        _check_durable(durability, replies[-1], plans[0].keys[0], applied)
-    return applied
-
-
-def _verify(check: Check, exists: Any, last: Any) -> None:
-    """Raise if ``check`` fails, given its document's EXISTS and its stream's last entry."""
-    if isinstance(exists, ResponseError) or isinstance(last, ResponseError):
-        raise exists if isinstance(exists, ResponseError) else last
-    if check.must_exist and not exists:
-        raise DocumentNotFoundError(f"{check.doc} does not exist")
-    if check.expected_seq is not None:
-        seq = read_entry(*flat_entry(last[0])).seq if last else 0
-        if seq != check.expected_seq:
-            raise ConcurrencyError(f"{check.doc} was changed by another writer (now at seq {seq})")
-
-
 def _function_missing(reply: Any) -> bool:
     """Tell whether a reply (or error) says the server lacks our function library."""
     return isinstance(reply, ResponseError) and str(reply).startswith("Function not found")
 
 
-def _result(plan: Plan, reply: Any) -> Applied:
+def _applied(reply: Any, docs: Sequence[str]) -> list[Applied]:
+    """Read an apply call's reply; raise the library error an error reply stands for."""
     if isinstance(reply, ResponseError):
-        raise error_from_reply(str(reply), key=plan.keys[0]) or reply
+        raise _refusal(reply, docs) from None
     return parse_reply(reply)
+
+
+def _refusal(reply: ResponseError, docs: Sequence[str]) -> Exception:
+    """Return the error a refused call raises: the library's own, never a bare `ResponseError`.
+
+    Replies about the server's state rather than the call (a read-only replica, a cluster
+    that is down) stay redis-py's, which failover code catches with connection errors.
+    """
+    if isinstance(reply, ReadOnlyError | ClusterError):
+        return reply
+    message = str(reply)
+    if "unknown command" in message.lower() and "fcall" in message.lower():
+        return ConfigurationError("streamstore needs Redis 7.0 or later (FCALL)")
+    mapped = error_from_reply(message, keys=docs)
+    if mapped is not None:
+        return mapped
+    where = docs[0] if docs else "?"
+    if isinstance(reply, OutOfMemoryError):
+        return ServerRefusedError(
+            f"{where}: Redis is out of memory (maxmemory); nothing was written"
+        )
+    if isinstance(reply, NoPermissionError):
+        return PermissionDeniedError(f"{where}: {message}; nothing was written")
+    return ServerRefusedError(f"{where}: Redis refused the call ({message}); nothing was written")
 
 
 async def _load_library(client: Client) -> None:
     # REPLACE: its name holds a hash of its text, so replacing changes nothing, and a client
     # loading it meanwhile is no error. On a cluster redis-py sends it to every primary.
     await client.function_load(_LIBRARY, replace=True)
-
-
-def _json_error(exc: ResponseError) -> Exception:
-    message = str(exc)
-    if "nknown command" in message:
-        return RedisJSONMissingError(REDISJSON_HINT)
-    return exc
 
 
 async def get_document(client: Client, key: str) -> str | bytes | None:
@@ -278,7 +236,7 @@ async def _json_get(client: Client, key: str, *paths: str) -> Any:
     """JSON.GET through our routing: like writes, many at once wait for a connection."""
     (reply,) = await send(client, key, [("JSON.GET", key, *paths)])
     if isinstance(reply, ResponseError):
-        raise _json_error(reply) from None
+        raise _refusal(reply, [key]) from None
     return reply
 
 
@@ -333,7 +291,7 @@ async def read_heads(client: Client, pairs: Sequence[tuple[str, str]], count: in
     heads = []
     for (doc, _), reply in zip(pairs, replies, strict=True):
         if isinstance(reply, ResponseError):
-            raise error_from_reply(str(reply), key=doc) or reply
+            raise _refusal(reply, [doc]) from None
         heads.append(_head(reply))
     return heads
 

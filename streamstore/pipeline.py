@@ -7,19 +7,16 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import WatchError
-
 from streamstore.durability import Durability
-from streamstore.errors import ConcurrencyError, DurabilityError
-from streamstore.executor import Check, run_plans_atomically
-from streamstore.operations import needs_document
+from streamstore.errors import DurabilityError
+from streamstore.executor import run_together
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from streamstore.model import BaseRedisModel
     from streamstore.operations import Op
-    from streamstore.plan import Applied, Plan
+    from streamstore.plan import Plan
 
 __all__ = ["Pipeline", "active_pipeline", "enter", "leave"]
 
@@ -62,10 +59,11 @@ class _Queued:
 class Pipeline:
     """Operations queued inside ``async with model.pipeline():``, applied at its exit.
 
-    One instance: one atomic call, with exact undo in Redis. Several instances: their calls in
-    one MULTI/EXEC under WATCH of their keys, after checking versions and existence, so they
-    apply all together or not at all. If the block raises, or a check fails, nothing reaches
-    Redis and every model touched goes back to its local state before the pipeline.
+    Everything queued, on one instance or several, is one function call that checks every
+    instance (versions, documents, arguments) before its first write and undoes its own writes
+    if a later operation fails: all together or not at all. On a cluster the instances must
+    share a hash slot (`CrossSlotError` before anything is sent). If the block raises, or the
+    call fails, every model touched goes back to its local state before the pipeline.
     """
 
     def __init__(self) -> None:
@@ -97,11 +95,10 @@ class Pipeline:
         if not entries:
             return
         plans = [_plan(entry) for entry in entries]
+        # Models of several classes: wait as long as the most demanding of them asks.
+        durability = Durability.strictest(entry.model.__ss_meta__.durability for entry in entries)
         try:
-            if len(entries) == 1:
-                applied = await entries[0].model._ss_send(plans)
-            else:
-                applied = await _send_together(entries, plans)
+            applied = await run_together(entries[0].model._ss_client(), plans, durability)
         except DurabilityError:
             # Applied, only not confirmed: the models show what Redis now holds.
             for entry in entries:
@@ -124,22 +121,6 @@ def _plan(entry: _Queued) -> Plan:
     return entry.model._ss_plan(
         entry.ops, create=entry.create, expected_seq=entry.guard, ttl=entry.ttl
     )
-
-
-async def _send_together(entries: list[_Queued], plans: list[Plan]) -> list[Applied]:
-    checks = []
-    for entry in entries:
-        keys = entry.model._ss_instance_keys()
-        must_exist = not entry.create and needs_document(entry.ops[0])
-        checks.append(Check(keys.doc, keys.stream, entry.guard, must_exist))
-    try:
-        # Models of several classes: wait as long as the most demanding of them asks.
-        durability = Durability.strictest(entry.model.__ss_meta__.durability for entry in entries)
-        return await run_plans_atomically(entries[0].model._ss_client(), plans, checks, durability)
-    except WatchError:
-        raise ConcurrencyError(
-            "an instance in the pipeline changed before it was applied"
-        ) from None
 
 
 def enter() -> tuple[Pipeline, Token[Pipeline | None]]:

@@ -1,7 +1,7 @@
-"""Command plans: a batch of operations on one instance as the arguments of `apply.lua`.
+"""Command plans: batches of operations on instances as the arguments of `apply.lua`.
 
 Pure: building a plan and reading the script's reply or error involve no I/O. The executor
-(`streamstore.executor`) sends the plan; this module owns the argument layout the script reads.
+(`streamstore.executor`) sends the plans; this module owns the argument layout the script reads.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from typing import Any
 
 from streamstore.errors import (
     ConcurrencyError,
+    CorruptEventError,
     DocumentNotFoundError,
     EmptyContainerError,
     KeyMissingError,
+    PermissionDeniedError,
     RedisJSONMissingError,
+    ServerRefusedError,
+    StoredDataError,
     StreamStoreError,
     UnsafeKeyError,
     UsageError,
+    ValueRangeError,
 )
 from streamstore.events import text
 from streamstore.keys import EVENT_SCHEMA_VERSION, InstanceKeys
@@ -32,6 +37,7 @@ __all__ = [
     "Applied",
     "Plan",
     "build_plan",
+    "call_arguments",
     "error_from_reply",
     "parse_reply",
 ]
@@ -52,10 +58,22 @@ REDISJSON_HINT = (
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Keys and arguments of one `apply.lua` call."""
+    """One instance's part of an `apply.lua` call: its six keys and its arguments.
+
+    A call applies one plan or several (see `call_arguments`), all of them or none.
+    """
 
     keys: tuple[str, str, str, str, str, str]
     args: tuple[str, ...]
+
+
+def call_arguments(plans: Sequence[Plan]) -> tuple[list[str], list[str]]:
+    """Return the keys and arguments of one call applying ``plans`` all together."""
+    keys = [key for plan in plans for key in plan.keys]
+    args = [str(len(plans))]
+    for plan in plans:
+        args += plan.args
+    return keys, args
 
 
 def build_plan(
@@ -117,35 +135,55 @@ class Applied:
     seq: int
 
 
-def parse_reply(reply: Sequence[Any]) -> Applied:
-    """Read the script's reply."""
-    written, results, seq = reply
-    return Applied(
-        events=tuple((text(eid), int(s), text(kind)) for eid, s, kind in written),
-        results=tuple(None if r is None else text(r) for r in results),
-        seq=int(seq),
-    )
+def parse_reply(reply: Sequence[Any]) -> list[Applied]:
+    """Read the script's reply: what each plan of the call applied, in order."""
+    return [
+        Applied(
+            events=tuple((text(eid), int(s), text(kind)) for eid, s, kind in written),
+            results=tuple(None if r is None else text(r) for r in results),
+            seq=int(seq),
+        )
+        for written, results, seq in reply
+    ]
 
 
-def error_from_reply(message: str, *, key: str) -> StreamStoreError | None:
+def error_from_reply(message: str, *, keys: Sequence[str]) -> StreamStoreError | None:
     """Turn an error reply of the script into the library error it stands for.
 
-    Returns None when ``message`` is not one of the script's errors.
+    ``keys`` are the document keys of the call's plans, in order; the reply names the plan
+    that failed (``STREAMSTORE <code> <plan number> <detail>``). Returns None when ``message``
+    is not one of the script's errors.
     """
     if "nknown command" in message or "nknown Redis command" in message:
         return RedisJSONMissingError(REDISJSON_HINT)
     if not message.startswith("STREAMSTORE "):
         return None
-    code, _, detail = message.removeprefix("STREAMSTORE ").partition(" ")
+    code, _, rest = message.removeprefix("STREAMSTORE ").partition(" ")
+    number, _, detail = rest.partition(" ")
+    key = keys[int(number) - 1] if number.isdigit() and 0 < int(number) <= len(keys) else "?"
     if code == "KEY" and detail.startswith('"'):
         return KeyMissingError(json.loads(detail))
-    errors: dict[str, StreamStoreError] = {
-        "NOT_FOUND": DocumentNotFoundError(f"{key} does not exist"),
-        "EMPTY": EmptyContainerError(detail),
-        "KEY": KeyMissingError(detail),
-        "UNSAFE": UnsafeKeyError(f"dict key {detail!r} cannot be addressed in a RedisJSON path"),
-        "CONFLICT": ConcurrencyError(f"{key} was changed by another writer (now at seq {detail})"),
-        "NOJSON": RedisJSONMissingError(REDISJSON_HINT),
-        "PATH": UsageError(f"{key}: {detail}"),
-    }
-    return errors.get(code, StreamStoreError(f"{key}: {code} {detail}"))
+    error = _ERRORS.get(code)
+    if error is None:
+        return StreamStoreError(f"{key}: {code} {detail}")
+    kind, template = error
+    return kind(template.format(key=key, detail=detail))
+
+
+#: Per error code of the script: the error raised and its message.
+_ERRORS: dict[str, tuple[type[StreamStoreError], str]] = {
+    "NOT_FOUND": (DocumentNotFoundError, "{key} does not exist"),
+    "EMPTY": (EmptyContainerError, "{detail}"),
+    "KEY": (KeyMissingError, "{detail}"),
+    "UNSAFE": (UnsafeKeyError, "dict key {detail!r} cannot be addressed in a RedisJSON path"),
+    "CONFLICT": (ConcurrencyError, "{key} was changed by another writer (now at seq {detail})"),
+    "NOJSON": (RedisJSONMissingError, REDISJSON_HINT),
+    "PATH": (UsageError, "{key}: {detail}"),
+    "USAGE": (UsageError, "{key}: refused by the server before writing: {detail}"),
+    "RANGE": (ValueRangeError, "{key}: {detail}"),
+    "CORRUPT": (CorruptEventError, "{key}: {detail}; nothing was written"),
+    "WRONGTYPE": (StoredDataError, "{key}: {detail}; nothing was written"),
+    "IDS": (StoredDataError, "{key}: {detail}; nothing was written"),
+    "NOPERM": (PermissionDeniedError, "{key}: {detail}; nothing was written"),
+    "REDIS": (ServerRefusedError, "{key}: Redis refused a command of the write ({detail})"),
+}

@@ -12,8 +12,8 @@ import streamstore
 from streamstore import errors
 from streamstore.events import decode_entry
 from streamstore.keys import EVENT_FIELDS, FEED_FIELDS, KeySpace
-from streamstore.operations import list_append, save
-from streamstore.plan import build_plan, error_from_reply, parse_reply
+from streamstore.operations import list_append, list_clear, save
+from streamstore.plan import build_plan, call_arguments, error_from_reply, parse_reply
 
 
 class TestKeys:
@@ -90,8 +90,16 @@ class TestScriptProtocol:
             "saved", "$", "$", "r", "1", "{}",
         )  # fmt: skip
 
+    def test_a_call_over_several_plans_counts_them_then_lists_their_arguments(self):
+        space = KeySpace("User", 1)
+        first = build_plan(space.for_pk("a"), "a", [list_append(("tags",), '"x"')])
+        second = build_plan(space.for_pk("b"), "b", [list_clear(("tags",))])
+        keys, args = call_arguments([first, second])
+        assert keys == [*first.keys, *second.keys]
+        assert args == ["2", *first.args, *second.args]
+
     def test_script_replies_decode_from_bytes_or_str(self):
-        applied = parse_reply([[[b"1-0", 1, b"saved"]], [None, b"3"], 1])
+        (applied,) = parse_reply([[[[b"1-0", 1, b"saved"]], [None, b"3"], 1]])
         assert applied.events == (("1-0", 1, "saved"),)
         assert applied.results == (None, "3")
         assert applied.seq == 1
@@ -99,18 +107,29 @@ class TestScriptProtocol:
     @pytest.mark.parametrize(
         ("message", "error"),
         [
-            ("STREAMSTORE NOT_FOUND $.tags", errors.DocumentNotFoundError),
-            ("STREAMSTORE EMPTY pop from empty list", errors.EmptyContainerError),
-            ('STREAMSTORE KEY "k"', errors.KeyMissingError),
-            ("STREAMSTORE CONFLICT 7", errors.ConcurrencyError),
+            ("STREAMSTORE NOT_FOUND 1 $.tags", errors.DocumentNotFoundError),
+            ("STREAMSTORE EMPTY 1 pop from empty list", errors.EmptyContainerError),
+            ('STREAMSTORE KEY 1 "k"', errors.KeyMissingError),
+            ("STREAMSTORE CONFLICT 1 7", errors.ConcurrencyError),
+            ("STREAMSTORE USAGE 1 ttl must be an integer", errors.UsageError),
+            ("STREAMSTORE RANGE 1 $.n + 1 is out of range", errors.ValueRangeError),
+            ("STREAMSTORE CORRUPT 1 k ends with entry 1-1", errors.CorruptEventError),
+            ("STREAMSTORE WRONGTYPE 1 k holds a string", errors.StoredDataError),
+            ("STREAMSTORE IDS 1 k has no room", errors.StoredDataError),
+            ("STREAMSTORE NOPERM 1 this user may not run XADD", errors.PermissionDeniedError),
+            ("STREAMSTORE REDIS 1 OOM", errors.ServerRefusedError),
             ("ERR unknown command 'JSON.SET'", errors.RedisJSONMissingError),
         ],
     )
     def test_script_errors_become_library_errors(self, message, error):
-        assert isinstance(error_from_reply(message, key="k"), error)
+        assert isinstance(error_from_reply(message, keys=["k"]), error)
+
+    def test_an_error_names_the_document_of_the_plan_that_failed(self):
+        error = error_from_reply("STREAMSTORE NOT_FOUND 2 $.tags", keys=["a", "b"])
+        assert str(error) == "b does not exist"
 
     def test_other_redis_errors_are_left_alone(self):
-        assert error_from_reply("WRONGTYPE Operation against a key", key="k") is None
+        assert error_from_reply("WRONGTYPE Operation against a key", keys=["k"]) is None
 
 
 class TestDecodeEntry:

@@ -22,7 +22,7 @@ def event(seq: int, kind: str, path: str, data: object) -> Event:
 
 
 def test_every_operation_has_a_lua_handler_and_nothing_else_does():
-    handlers = set(re.findall(r"^H\['([a-z_.]+)'\]", LUA, flags=re.MULTILINE))
+    handlers = set(re.findall(r"^OPS\['([a-z_.]+)'\] = ", LUA, flags=re.MULTILINE))
     assert handlers == set(OPERATIONS)
 
 
