@@ -15,6 +15,7 @@ __all__ = [
     "EmptyContainerError",
     "FieldTypeError",
     "HistoryTrimmedError",
+    "IndexTypeError",
     "KeyMissingError",
     "LockTimeoutError",
     "NotJSONError",
@@ -65,8 +66,21 @@ class UnsafeKeyError(UsageError, ValueError):
     """
 
 
-class ValueRangeError(UsageError, ValueError):
-    """A number the write would store is out of range, e.g. an increment overflowing 64 bits."""
+class IndexTypeError(UsageError, TypeError):
+    """A list index that is not an integer (a float, a str, None), as Python's list refuses it.
+
+    Anything with ``__index__`` counts as an integer, like in a list: bools, numpy integers.
+    """
+
+
+class ValueRangeError(FieldTypeError, ValueError):
+    """A number RedisJSON cannot hold: an int outside signed 64 bits, or a float that overflows.
+
+    RedisJSON computes with integers as signed 64-bit values: a wider one is stored as a float
+    (or becomes one at its next increment), and a sum past the limit wraps round to the other
+    end. So such values are refused before anything is written, and an increment that would
+    overflow is refused by the write function with the document unchanged.
+    """
 
 
 class EmptyContainerError(UsageError, IndexError):

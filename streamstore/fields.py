@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, SupportsIndex, cast
 
 from streamstore import operations as ops
-from streamstore.errors import EmptyContainerError, FieldTypeError, KeyMissingError
+from streamstore.errors import (
+    EmptyContainerError,
+    FieldTypeError,
+    KeyMissingError,
+    ValueRangeError,
+)
 from streamstore.pipeline import Pipeline, active_pipeline
 
 if TYPE_CHECKING:
@@ -117,12 +123,20 @@ class FieldRef:
 
 class _Number(FieldRef):
     async def increase(self, by: int | float = 1) -> Any:
-        """Add ``by`` in Redis (event ``number.incr``) and return the new value."""
+        """Add ``by`` in Redis (event ``number.incr``) and return the new value.
+
+        Refused before anything is written (`ValueRangeError`, a `FieldTypeError`): a ``by``
+        beyond signed 64 bits or not finite, and a sum the local value says would leave them
+        (RedisJSON would wrap it round) or would overflow a float.
+        """
         codec = self._codec()
         allowed = int if isinstance(self, int) else int | float
         if isinstance(by, bool) or not isinstance(by, allowed):
             raise FieldTypeError(f"Value must be {codec.name}")
-        applied = await self._write(lambda path: ops.number_incr(path, json.dumps(by)))
+        root, path = self._ss_parent._ss_locate(self._ss_field)
+        op = ops.number_incr(path, json.dumps(by))  # checks ``by`` itself
+        _check_sum(cast("int | float", self), by)
+        applied = await root._ss_apply((op,))
         raw = applied.results[0]
         if raw is None:  # queued in a pipeline: the value as the local state says
             value = codec.validate(cast("int | float", self) + by)
@@ -132,6 +146,17 @@ class _Number(FieldRef):
         return value
 
     increment = increase
+
+
+def _check_sum(current: int | float, by: int | float) -> None:
+    """Refuse an increase whose result, by the local value, RedisJSON could not store."""
+    result = current + by
+    if isinstance(result, int) and not ops.INT64_MIN <= result <= ops.INT64_MAX:
+        raise ops.out_of_int64(f"the result of increasing {current} by {by}", result)
+    if isinstance(result, float) and not math.isfinite(result):
+        raise ValueRangeError(
+            f"the result of increasing {current} by {by} must be a finite number, not {result}"
+        )
 
 
 class RedisStr(FieldRef, str):
@@ -262,30 +287,39 @@ class RedisList(_Container, list[Any]):
         await self._write(lambda path: ops.list_extend(path, raws, readback=readback))
         list.extend(self, [item for item, _ in checked])
 
-    async def ainsert(self, index: int, value: Any) -> None:
-        """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
+    async def ainsert(self, index: SupportsIndex, value: Any) -> None:
+        """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``).
+
+        ``index`` is what Python's list takes (ints, bools, numpy ints); anything else raises
+        `IndexTypeError` (a `TypeError`) before anything is written.
+        """
+        position = ops.list_index(index)
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._write(lambda path: ops.list_insert(path, index, raw, readback=readback))
-        list.insert(self, index, item)
+        await self._write(lambda path: ops.list_insert(path, position, raw, readback=readback))
+        # Clamped first: list.insert itself overflows beyond the platform's size type.
+        list.insert(self, max(-len(self), min(position, len(self))), item)
 
-    async def apop(self, index: int = -1) -> Any:
+    async def apop(self, index: SupportsIndex = -1) -> Any:
         """Remove and return the item at ``index`` (event ``list.pop``).
 
-        Raises `EmptyContainerError` (an `IndexError`) for an empty list or a bad index;
-        the check runs in Redis, against the stored list.
+        ``index`` is what Python's list takes (ints, bools, numpy ints); anything else raises
+        `IndexTypeError` (a `TypeError`). Raises `EmptyContainerError` (an `IndexError`) for an
+        empty list or an index out of range; the check runs in Redis, against the stored list.
+        Both before anything is written.
         """
+        position = ops.list_index(index)
         if active_pipeline() is not None:
-            if not -len(self) <= index < len(self):
+            if not -len(self) <= position < len(self):
                 raise EmptyContainerError(
                     "pop from empty list" if not self else "pop index out of range"
                 )
-            await self._queue_guarded(lambda path: ops.list_pop(path, index))
-            return list.pop(self, index)
-        applied = await self._write(lambda path: ops.list_pop(path, index))
+            await self._queue_guarded(lambda path: ops.list_pop(path, position))
+            return list.pop(self, position)
+        applied = await self._write(lambda path: ops.list_pop(path, position))
         value = self._item_codec().load_json(cast("str", applied.results[0]))
-        if -len(self) <= index < len(self):
-            list.pop(self, index)
+        if -len(self) <= position < len(self):
+            list.pop(self, position)
         return value
 
     async def aclear(self) -> None:
@@ -314,7 +348,8 @@ class RedisDict(_Container, dict[Any, Any]):
         valid = codec.validate(key)
         if type(valid) is str:
             return valid, valid
-        dumped = codec.dump_json(valid)  # e.g. an int key: 1 -> "1"
+        # e.g. an int key: 1 -> "1". A JSON object key is text: any width is fine.
+        dumped = codec.dump_json(valid, check_ints=False)
         return valid, json.loads(dumped) if dumped.startswith('"') else dumped
 
     @staticmethod

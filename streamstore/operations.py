@@ -9,13 +9,24 @@ an operation without a Lua handler, a fold step or a golden case fails the suite
 from __future__ import annotations
 
 import json
+import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex, cast
 
-from streamstore.errors import CorruptEventError, UnsafeKeyError
+from streamstore.errors import (
+    CorruptEventError,
+    EmptyContainerError,
+    FieldTypeError,
+    IndexTypeError,
+    ValueRangeError,
+    UnsafeKeyError,
+)
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "JSON",
     "OPERATIONS",
     "FieldPath",
@@ -36,10 +47,12 @@ __all__ = [
     "list_append",
     "list_clear",
     "list_extend",
+    "list_index",
     "list_insert",
     "list_pop",
     "needs_document",
     "number_incr",
+    "out_of_int64",
     "parse_event_path",
     "save",
     "set_value",
@@ -50,6 +63,13 @@ __all__ = [
 FieldPath = tuple[str, ...]
 
 JSON = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
+
+#: The integers RedisJSON computes with: wider ones it keeps as floats (or turns into floats at
+#: their next increment), and a sum beyond them wraps round. List indexes must fit too.
+INT64_MIN: int = -(2**63)
+INT64_MAX: int = 2**63 - 1
+
+_SHOWN_BITS, _SHOWN_DIGITS = 128, 40  # longer integers are named by size in errors
 
 
 def event_path(path: FieldPath) -> str:
@@ -91,6 +111,33 @@ def bracket_key(key: str) -> str:
         )
     quote = '"' if "'" in key else "'"
     return f"[{quote}{key}{quote}]"
+
+
+def list_index(index: object) -> int:
+    """Return ``index`` as a list index, taking what Python's list takes: ints, bools, numpy ints.
+
+    Anything with ``__index__`` counts; anything else (a float, a str, None) raises
+    `IndexTypeError` (a `TypeError`) with the message Python's list gives.
+    """
+    try:
+        return operator.index(cast("SupportsIndex", index))
+    except TypeError:
+        raise IndexTypeError(
+            f"'{type(index).__name__}' object cannot be interpreted as an integer"
+        ) from None
+
+
+def out_of_int64(what: str, value: int | str) -> ValueRangeError:
+    """Return the error for an integer (or its decimal text) beyond signed 64 bits."""
+    if isinstance(value, int):
+        # str() of a huge int is slow, or refused by Python's digit limit: say its size instead
+        shown = str(value) if value.bit_length() <= _SHOWN_BITS else f"{value.bit_length()} bits"
+    else:
+        shown = value if len(value) <= _SHOWN_DIGITS else f"{len(value.lstrip('-'))} digits"
+    return ValueRangeError(
+        f"{what} must fit in signed 64 bits ({INT64_MIN} to {INT64_MAX}), as RedisJSON stores "
+        f"integers; got {shown}"
+    )
 
 
 def _key_json(key: str) -> str:
@@ -155,7 +202,22 @@ def set_value(path: FieldPath, value_json: str, *, readback: bool = False) -> Op
 
 
 def number_incr(path: FieldPath, by_json: str) -> Op:
-    """Add to a number (event ``number.incr``; its data also records the resulting value)."""
+    """Add to a number (event ``number.incr``; its data also records the resulting value).
+
+    ``by_json`` must be a JSON number: an integer within signed 64 bits (`ValueRangeError`
+    otherwise: RedisJSON would add it as a float) or a finite float.
+    """
+    try:
+        by = json.loads(by_json)
+    except ValueError:
+        by = None
+    if type(by) is int:
+        if not INT64_MIN <= by <= INT64_MAX:
+            raise out_of_int64("the amount to increase by", by)
+    elif type(by) is not float:
+        raise FieldTypeError(f"the amount to increase by must be a JSON number, not {by_json!r}")
+    elif not math.isfinite(by):
+        raise ValueRangeError(f"the amount to increase by must be a finite number, not {by_json}")
     return Op("number.incr", path, (by_json,))
 
 
@@ -171,14 +233,28 @@ def list_extend(path: FieldPath, values_json: Sequence[str], *, readback: bool =
     return Op("list.extend", path, tuple(values_json), readback)
 
 
-def list_insert(path: FieldPath, index: int, value_json: str, *, readback: bool = False) -> Op:
-    """Insert an item before ``index``, clamped like ``list.insert`` (event ``list.insert``)."""
-    return Op("list.insert", path, (str(index), value_json), readback)
+def list_insert(
+    path: FieldPath, index: SupportsIndex, value_json: str, *, readback: bool = False
+) -> Op:
+    """Insert an item before ``index``, clamped like ``list.insert`` (event ``list.insert``).
+
+    ``index`` is taken as Python's list takes it (`list_index`); beyond signed 64 bits it is
+    clamped to them, which no list reaches, so the item still lands at an end.
+    """
+    clamped = min(max(list_index(index), INT64_MIN), INT64_MAX)
+    return Op("list.insert", path, (str(clamped), value_json), readback)
 
 
-def list_pop(path: FieldPath, index: int = -1) -> Op:
-    """Remove and return the item at ``index`` (event ``list.pop``)."""
-    return Op("list.pop", path, (str(index),))
+def list_pop(path: FieldPath, index: SupportsIndex = -1) -> Op:
+    """Remove and return the item at ``index`` (event ``list.pop``).
+
+    ``index`` is taken as Python's list takes it (`list_index`); beyond signed 64 bits it is out
+    of range of any list: `EmptyContainerError` (an `IndexError`).
+    """
+    checked = list_index(index)
+    if not INT64_MIN <= checked <= INT64_MAX:
+        raise EmptyContainerError("pop index out of range")
+    return Op("list.pop", path, (str(checked),))
 
 
 def list_clear(path: FieldPath) -> Op:
@@ -252,8 +328,11 @@ def _fold_set(doc: JSON, path: FieldPath, data: JSON) -> JSON:
 def _fold_incr(doc: JSON, path: FieldPath, data: JSON) -> JSON:
     # The result as RedisJSON computed it: adding ``by`` here could differ by a unit in the
     # last place (RedisJSON's float parsing is not exact).
+    value = data["value"]
+    if type(value) not in (int, float):
+        raise TypeError(f"number.incr value must be a JSON number, not {value!r}")
     parent, name = _parent(doc, path)
-    parent[name] = data["value"]
+    parent[name] = value
     return doc
 
 
@@ -275,6 +354,29 @@ def _replace_with(empty: Callable[[], JSON]) -> Callable[[JSON, FieldPath, JSON]
         return doc
 
     return fold
+
+
+def _event_index(container: list[JSON], data: JSON, *, end: int) -> int:
+    """Return the event's ``index``: the effective position, a JSON integer in 0 .. len - end.
+
+    The script records positions already clamped and made non-negative, so anything else (a
+    float, a bool, a string, a negative or too large number) is an entry nobody wrote through
+    this library: refused, where Python's list would clamp, wrap round or overflow.
+    """
+    index = data["index"]
+    if type(index) is not int:
+        raise TypeError(f"list index must be a JSON integer, not {index!r}")
+    if not 0 <= index <= len(container) - end:
+        raise IndexError(f"list index {index} is outside the list (length {len(container)})")
+    return index
+
+
+def _insert(container: list[JSON], data: JSON) -> None:
+    container.insert(_event_index(container, data, end=0), data["value"])
+
+
+def _pop(container: list[JSON], data: JSON) -> None:
+    container.pop(_event_index(container, data, end=1))
 
 
 def _del_key(container: dict[str, JSON], data: JSON) -> None:
@@ -317,8 +419,8 @@ OPERATIONS: dict[str, Operation] = {
         Operation("number.incr", _fold_incr),
         Operation("list.append", _container_step(lambda c, d: c.append(d["value"]))),
         Operation("list.extend", _container_step(lambda c, d: c.extend(d["values"]))),
-        Operation("list.insert", _container_step(lambda c, d: c.insert(d["index"], d["value"]))),
-        Operation("list.pop", _container_step(lambda c, d: c.pop(d["index"]))),
+        Operation("list.insert", _container_step(_insert)),
+        Operation("list.pop", _container_step(_pop)),
         Operation("list.clear", _replace_with(list)),
         Operation(
             "dict.set_item", _container_step(lambda c, d: c.__setitem__(d["key"], d["value"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -12,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from streamstore.errors import FieldTypeError, NotJSONError, UsageError
+from streamstore.operations import INT64_MAX, INT64_MIN, out_of_int64
 
 __all__ = [
     "JSON_CONFIG",
     "Codec",
     "ContainerCodecs",
+    "check_int64",
     "container_codecs",
     "field_codec",
     "type_name",
@@ -57,12 +61,18 @@ class Codec:
         except ValidationError as exc:
             raise FieldTypeError(f"Value must be {self.name}") from exc
 
-    def dump_json(self, value: Any) -> str:
-        """Encode an already validated value as JSON text (`NotJSONError` if it has none)."""
+    def dump_json(self, value: Any, *, check_ints: bool = True) -> str:
+        """Encode an already validated value as JSON text (`NotJSONError` if it has none).
+
+        Raises `ValueRangeError` (a `FieldTypeError`) when the text holds an integer beyond
+        signed 64 bits, at any depth (see `check_int64`); ``check_ints=False`` skips that, for
+        text that is not stored as a JSON value (a dict key).
+        """
         try:
-            return self.adapter.dump_json(value).decode()
+            text = self.adapter.dump_json(value).decode()
         except PydanticSerializationError as exc:
             raise NotJSONError(f"cannot store a {self.name} as JSON: {exc}") from exc
+        return check_int64(text, "Value") if check_ints else text
 
     def load_json(self, raw: str | bytes) -> Any:
         """Decode JSON text read from Redis into a value of this type."""
@@ -72,9 +82,32 @@ class Codec:
 def model_json(model: BaseModel) -> str:
     """Encode a whole model as its document's JSON text (`NotJSONError` if it has none)."""
     try:
-        return model.model_dump_json()
+        text = model.model_dump_json()
     except PydanticSerializationError as exc:
         raise NotJSONError(f"cannot store {type(model).__name__} as JSON: {exc}") from exc
+    return check_int64(text, f"Every integer of a {type(model).__name__}")
+
+
+#: A run of 19 digits: every integer with fewer fits in signed 64 bits (2**63 has 19 digits).
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def check_int64(text: str, what: str) -> str:
+    """Return the JSON ``text`` if all its integers fit in signed 64 bits, as RedisJSON stores them.
+
+    Otherwise raise `ValueRangeError` (a `FieldTypeError`) saying ``what`` must fit. On the
+    write path of every value, so it is cheap for the usual text: only text with a run of 19
+    digits (an integer, or perhaps a string or a float) is parsed to look at its integers.
+    """
+    if _LONG_DIGITS.search(text) is not None:
+
+        def parse_int(digits: str) -> None:
+            # Long texts are out of range anyway: no int() of thousands of digits.
+            if len(digits) > 20 or not INT64_MIN <= int(digits) <= INT64_MAX:  # noqa: PLR2004
+                raise out_of_int64(what, digits)
+
+        json.loads(text, parse_int=parse_int)
+    return text
 
 
 def _strip(annotation: Any) -> Any:
