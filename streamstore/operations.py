@@ -42,6 +42,7 @@ __all__ = [
     "dict_update",
     "duplicate",
     "event_path",
+    "int64_parser",
     "item_json_path",
     "json_path",
     "list_append",
@@ -69,6 +70,7 @@ JSON = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
 INT64_MIN: int = -(2**63)
 INT64_MAX: int = 2**63 - 1
 
+_INT64_CHARS = len(str(INT64_MIN))  # the longest text of an integer that fits
 _SHOWN_BITS, _SHOWN_DIGITS = 128, 40  # longer integers are named by size in errors
 
 
@@ -140,6 +142,21 @@ def out_of_int64(what: str, value: int | str) -> ValueRangeError:
     )
 
 
+def int64_parser(what: str) -> Callable[[str], int]:
+    """Return a ``parse_int`` hook for `json.loads` that refuses integers beyond signed 64 bits.
+
+    It raises `out_of_int64` naming ``what``, without converting texts too long to fit (Python
+    refuses int() of thousands of digits, and would take its time below that).
+    """
+
+    def parse_int(digits: str) -> int:
+        if len(digits) > _INT64_CHARS or not INT64_MIN <= (value := int(digits)) <= INT64_MAX:
+            raise out_of_int64(what, digits)
+        return value
+
+    return parse_int
+
+
 def _key_json(key: str) -> str:
     return json.dumps(key, ensure_ascii=False)
 
@@ -208,15 +225,14 @@ def number_incr(path: FieldPath, by_json: str) -> Op:
     otherwise: RedisJSON would add it as a float) or a finite float.
     """
     try:
-        by = json.loads(by_json)
-    except ValueError:
+        by = json.loads(by_json, parse_int=int64_parser("the amount to increase by"))
+    except json.JSONDecodeError:
         by = None
-    if type(by) is int:
-        if not INT64_MIN <= by <= INT64_MAX:
-            raise out_of_int64("the amount to increase by", by)
-    elif type(by) is not float:
-        raise FieldTypeError(f"the amount to increase by must be a JSON number, not {by_json!r}")
-    elif not math.isfinite(by):
+    if type(by) not in (int, float):
+        raise FieldTypeError(
+            f"the amount to increase by must be a JSON number, not {by_json[:_SHOWN_DIGITS]!r}"
+        )
+    if not math.isfinite(by):
         raise ValueRangeError(f"the amount to increase by must be a finite number, not {by_json}")
     return Op("number.incr", path, (by_json,))
 

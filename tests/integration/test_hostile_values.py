@@ -44,6 +44,10 @@ class HostileWide(BaseRedisModel):
     dims: HostileDims = Field(default_factory=HostileDims)
 
 
+class HostileKeys(BaseRedisModel):
+    names: dict[int, str] = Field(default_factory=dict)
+
+
 class Two:
     """An index-like object (as numpy integers are): it has ``__index__`` and nothing else."""
 
@@ -170,6 +174,7 @@ WIDE_WRITES = {
     "dict update": lambda m: m.counts.aupdate(k=1, j=INT64_MIN - 1),
     "nested model field set": lambda m: m.dims.size.set(2**63),
     "nested Any field set": lambda m: m.dims.extra.set([2**70]),
+    "several fields at once": lambda m: m.aset(ratio=0.5, count=2**63),
     "int increase by": lambda m: m.count.increase(2**63),
     "float increase by a wide int": lambda m: m.ratio.increase(2**63),
 }
@@ -226,6 +231,16 @@ async def test_saving_duplicating_or_unlocking_after_a_wide_assignment_writes_no
             model.counts = {"k": INT64_MIN - 1}
     assert (await state(redis, model))[:2] == before[:2]  # the stream and the document
     assert await redis.dbsize() == keys
+
+
+@both_ways
+async def test_a_wide_int_dict_key_is_fine_as_it_is_stored_as_text(redis, pipelined):
+    """JSON object keys are strings: an int key of any width is kept exactly."""
+    model = HostileKeys(names={2**64: "wide"})
+    await model.save()
+    await write(model, lambda m: m.names.aset_item(-(10**30), "wider"), pipelined=pipelined)
+    assert (await HostileKeys.get(model.key)).names == {2**64: "wide", -(10**30): "wider"}
+    await assert_replayable(redis, model)
 
 
 @both_ways

@@ -9,7 +9,14 @@ import pytest
 from golden_cases import BEFORE, CASES, Case
 
 from streamstore import operations as ops
-from streamstore.errors import CorruptEventError, UnsafeKeyError
+from streamstore.errors import (
+    CorruptEventError,
+    EmptyContainerError,
+    FieldTypeError,
+    IndexTypeError,
+    ValueRangeError,
+    UnsafeKeyError,
+)
 from streamstore.events import Event
 from streamstore.operations import OPERATIONS
 from streamstore.projections import fold
@@ -105,3 +112,114 @@ def test_only_whole_document_writes_and_forgiving_deletes_need_no_document():
     assert not ops.needs_document(ops.delete(if_exists=True))
     assert ops.needs_document(ops.delete())
     assert ops.needs_document(ops.list_append(("t",), "1"))
+
+
+# --- list indexes and numbers that Redis cannot take: refused by the core constructors --------
+
+INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
+
+
+class Three:
+    """An index-like object, as numpy integers are."""
+
+    def __index__(self) -> int:
+        return 3
+
+
+@pytest.mark.parametrize("index", [1.5, 1.0, "0", None, b"1", [0]], ids=repr)
+def test_list_constructors_refuse_an_index_that_is_not_an_integer(index: object):
+    with pytest.raises(IndexTypeError, match="cannot be interpreted as an integer") as caught:
+        ops.list_pop(("t",), index)  # type: ignore[arg-type]
+    assert isinstance(caught.value, TypeError)
+    with pytest.raises(IndexTypeError, match="cannot be interpreted as an integer"):
+        ops.list_insert(("t",), index, '"x"')  # type: ignore[arg-type]
+
+
+def test_list_constructors_take_indexes_as_a_python_list_does():
+    assert ops.list_pop(("t",), True).args == ("1",)
+    assert ops.list_pop(("t",), Three()).args == ("3",)
+    assert ops.list_insert(("t",), False, '"x"').args == ("0", '"x"')
+    assert ops.list_insert(("t",), Three(), '"x"').args == ("3", '"x"')
+
+
+@pytest.mark.parametrize(
+    ("index", "sent"),
+    [(10**30, INT64_MAX), (2**63, INT64_MAX), (-(10**30), INT64_MIN), (INT64_MIN, INT64_MIN)],
+    ids=str,
+)
+def test_an_insert_index_beyond_64_bits_is_clamped_to_them(index: int, sent: int):
+    assert ops.list_insert(("t",), index, "1").args == (str(sent), "1")
+
+
+@pytest.mark.parametrize("index", [2**63, INT64_MIN - 1, 10**30], ids=str)
+def test_a_pop_index_beyond_64_bits_is_out_of_range(index: int):
+    with pytest.raises(EmptyContainerError, match="pop index out of range") as caught:
+        ops.list_pop(("t",), index)
+    assert isinstance(caught.value, IndexError)
+
+
+@pytest.mark.parametrize("by", ["9223372036854775808", "-9223372036854775809", "1" * 5000])
+def test_number_incr_refuses_an_amount_beyond_64_bits(by: str):
+    with pytest.raises(ValueRangeError, match="must fit in signed 64 bits"):
+        ops.number_incr(("n",), by)
+
+
+@pytest.mark.parametrize(
+    "by", ["NaN", "Infinity", "-Infinity", "true", '"1"', "null", "[1]", "1 1"]
+)
+def test_number_incr_refuses_an_amount_that_is_not_a_finite_number(by: str):
+    with pytest.raises(FieldTypeError):
+        ops.number_incr(("n",), by)
+
+
+@pytest.mark.parametrize("by", [str(INT64_MAX), str(INT64_MIN), "-1", "0.5", "1e308"])
+def test_number_incr_takes_integers_within_64_bits_and_finite_floats(by: str):
+    assert ops.number_incr(("n",), by).args == (by,)
+
+
+@pytest.mark.parametrize(
+    ("kind", "index"),
+    [
+        ("list.pop", 1.5),
+        ("list.pop", True),
+        ("list.pop", "0"),
+        ("list.pop", None),
+        ("list.pop", -1),
+        ("list.pop", 2),
+        ("list.pop", 10**30),
+        ("list.insert", 0.0),
+        ("list.insert", False),
+        ("list.insert", -1),
+        ("list.insert", 3),
+        ("list.insert", 10**30),
+    ],
+    ids=repr,
+)
+def test_fold_refuses_a_list_index_the_script_never_records(kind: str, index: object):
+    """The script records the effective position, an integer within the list (docs/events.md)."""
+    history = [
+        event(1, "saved", "$", {"tags": ["a", "b"]}),
+        event(2, kind, "$.tags", {"index": index, "value": "a"}),
+    ]
+    with pytest.raises(CorruptEventError, match=r"event 1-2 \(list\.(pop|insert) at \$\.tags\)"):
+        fold(history)
+
+
+def test_fold_takes_every_position_the_script_can_record():
+    saved = event(1, "saved", "$", {"tags": ["a", "b"]})
+    assert fold([saved, event(2, "list.insert", "$.tags", {"index": 2, "value": "c"})]) == {
+        "tags": ["a", "b", "c"]
+    }
+    assert fold([saved, event(2, "list.pop", "$.tags", {"index": 1, "value": "b"})]) == {
+        "tags": ["a"]
+    }
+
+
+@pytest.mark.parametrize("value", ["1", None, True, [1]], ids=repr)
+def test_fold_refuses_an_increment_whose_result_is_not_a_number(value: object):
+    history = [
+        event(1, "saved", "$", {"n": 1}),
+        event(2, "number.incr", "$.n", {"by": 1, "value": value}),
+    ]
+    with pytest.raises(CorruptEventError, match=r"number\.incr"):
+        fold(history)
