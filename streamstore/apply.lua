@@ -62,7 +62,8 @@ local function fail(code, detail)
 end
 
 local function integer(text, low, high, what)
-  if type(text) ~= 'string' or not string.match(text, '^%-?%d+$') or #text > 16 then
+  -- At most 17 characters (a sign and 16 digits): longer texts are beyond EXACT anyway.
+  if type(text) ~= 'string' or not string.match(text, '^%-?%d+$') or #text > 17 then
     fail('USAGE', what .. ' must be an integer, got ' .. tostring(text))
   end
   local n = tonumber(text)

@@ -20,14 +20,15 @@ from streamstore.errors import (
     EmptyContainerError,
     FieldTypeError,
     IndexTypeError,
-    ValueRangeError,
     UnsafeKeyError,
+    ValueRangeError,
 )
 
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "JSON",
+    "LIST_INDEX_MAX",
     "OPERATIONS",
     "FieldPath",
     "Op",
@@ -70,6 +71,9 @@ JSON = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
 INT64_MIN: int = -(2**63)
 INT64_MAX: int = 2**63 - 1
 
+#: The largest list index the write function takes (integers Lua's doubles hold exactly, like its
+#: ``EXACT``): no list comes near it, so an index beyond it is clamped (insert) or out of range (pop).
+LIST_INDEX_MAX: int = 2**53
 _INT64_CHARS = len(str(INT64_MIN))  # the longest text of an integer that fits
 _SHOWN_BITS, _SHOWN_DIGITS = 128, 40  # longer integers are named by size in errors
 
@@ -254,21 +258,21 @@ def list_insert(
 ) -> Op:
     """Insert an item before ``index``, clamped like ``list.insert`` (event ``list.insert``).
 
-    ``index`` is taken as Python's list takes it (`list_index`); beyond signed 64 bits it is
-    clamped to them, which no list reaches, so the item still lands at an end.
+    ``index`` is taken as Python's list takes it (`list_index`); beyond `LIST_INDEX_MAX` it is
+    clamped to it, which no list reaches, so the item still lands at an end.
     """
-    clamped = min(max(list_index(index), INT64_MIN), INT64_MAX)
+    clamped = min(max(list_index(index), -LIST_INDEX_MAX), LIST_INDEX_MAX)
     return Op("list.insert", path, (str(clamped), value_json), readback)
 
 
 def list_pop(path: FieldPath, index: SupportsIndex = -1) -> Op:
     """Remove and return the item at ``index`` (event ``list.pop``).
 
-    ``index`` is taken as Python's list takes it (`list_index`); beyond signed 64 bits it is out
+    ``index`` is taken as Python's list takes it (`list_index`); beyond `LIST_INDEX_MAX` it is out
     of range of any list: `EmptyContainerError` (an `IndexError`).
     """
     checked = list_index(index)
-    if not INT64_MIN <= checked <= INT64_MAX:
+    if not -LIST_INDEX_MAX <= checked <= LIST_INDEX_MAX:
         raise EmptyContainerError("pop index out of range")
     return Op("list.pop", path, (str(checked),))
 

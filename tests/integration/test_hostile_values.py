@@ -14,8 +14,8 @@ from streamstore import (
     EmptyContainerError,
     FieldTypeError,
     IndexTypeError,
-    ValueRangeError,
     StreamStoreError,
+    ValueRangeError,
 )
 from streamstore.projections import fold
 

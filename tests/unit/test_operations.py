@@ -14,8 +14,8 @@ from streamstore.errors import (
     EmptyContainerError,
     FieldTypeError,
     IndexTypeError,
-    ValueRangeError,
     UnsafeKeyError,
+    ValueRangeError,
 )
 from streamstore.events import Event
 from streamstore.operations import OPERATIONS
@@ -144,15 +144,26 @@ def test_list_constructors_take_indexes_as_a_python_list_does():
 
 @pytest.mark.parametrize(
     ("index", "sent"),
-    [(10**30, INT64_MAX), (2**63, INT64_MAX), (-(10**30), INT64_MIN), (INT64_MIN, INT64_MIN)],
+    [
+        (10**30, ops.LIST_INDEX_MAX),
+        (2**63, ops.LIST_INDEX_MAX),
+        (ops.LIST_INDEX_MAX + 1, ops.LIST_INDEX_MAX),
+        (-(10**30), -ops.LIST_INDEX_MAX),
+        (INT64_MIN, -ops.LIST_INDEX_MAX),
+        (ops.LIST_INDEX_MAX, ops.LIST_INDEX_MAX),
+    ],
     ids=str,
 )
-def test_an_insert_index_beyond_64_bits_is_clamped_to_them(index: int, sent: int):
+def test_an_insert_index_beyond_any_list_is_clamped(index: int, sent: int):
     assert ops.list_insert(("t",), index, "1").args == (str(sent), "1")
 
 
-@pytest.mark.parametrize("index", [2**63, INT64_MIN - 1, 10**30], ids=str)
-def test_a_pop_index_beyond_64_bits_is_out_of_range(index: int):
+@pytest.mark.parametrize(
+    "index",
+    [ops.LIST_INDEX_MAX + 1, -ops.LIST_INDEX_MAX - 1, 2**63, INT64_MIN - 1, 10**30],
+    ids=str,
+)
+def test_a_pop_index_beyond_any_list_is_out_of_range(index: int):
     with pytest.raises(EmptyContainerError, match="pop index out of range") as caught:
         ops.list_pop(("t",), index)
     assert isinstance(caught.value, IndexError)
