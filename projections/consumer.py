@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 
 from streamstore._logging import debug_enabled, get_logger
 from streamstore.errors import CorruptEventError
-from streamstore.events import decode_bytes_entry, decode_feed_entry, text
+from streamstore.events import decode_bytes_entry, decode_feed_entry, in_stream, text
 from streamstore.executor import hold_lease, release_lease
 from streamstore.projections.feed import Group, read_feeds
 from streamstore.projections.subscriber import Change, Subscriber, change_of
@@ -301,8 +301,9 @@ class GroupConsumer:
             try:
                 change = self._change(fid, fields, counts.get(fid, 1))
             except CorruptEventError as exc:  # a poison entry must not stop the runner
-                await self._park(keys, {**fields, "feed_id": fid}, exc, fid)
-                self.log.exception("subscriber.dead_letter", feed_id=fid, error=repr(exc))
+                error = in_stream(keys.feed, exc)
+                await self._park(keys, {**fields, "feed_id": fid}, error, fid)
+                self.log.exception("subscriber.dead_letter", feed_id=fid, error=str(error))
                 continue
             if change is None or not self.subscriber.wants(change):
                 acks.append(fid)
@@ -344,7 +345,7 @@ class GroupConsumer:
                     feed_id=feed_id,
                     deliveries=deliveries,
                 )
-            except (KeyError, ValueError, TypeError):
+            except (KeyError, ValueError, TypeError, StopIteration):
                 pass  # str fields (a decoding client), or a malformed entry: the full path says
         pk, event = decode_feed_entry(feed_id, fields)
         return change_of(event, self.model, pk, feed_id=feed_id, deliveries=deliveries)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from streamstore.events import Event, decode_feed_entry, flat_entry, text
+from streamstore.errors import CorruptEventError
+from streamstore.events import Event, decode_feed_entry, flat_entry, in_stream, text
 from streamstore.routing import send, send_each
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ async def follow_feed(
     One XREAD BLOCK reads every partition's feed. Events of one instance come in seq order;
     events of different partitions in write-time order within each reply. No consumer group:
     nothing is acknowledged, and a reader that stops misses what is written meanwhile.
+    A feed entry that cannot be read (written by another program) raises `CorruptEventError`
+    naming the feed and the entry.
     """
     feeds = [keys.feed(partition) for partition in range(keys.partitions)]
     async with client.pipeline(transaction=False) as pipe:
@@ -53,7 +56,10 @@ async def follow_feed(
         for stream, entries in (await read_feeds(client, last, block_ms=block_ms)).items():
             for entry_id, fields in entries:
                 last[text(stream)] = text(entry_id)
-                found.append(decode_feed_entry(entry_id, fields))
+                try:
+                    found.append(decode_feed_entry(entry_id, fields))
+                except CorruptEventError as exc:
+                    raise in_stream(text(stream), exc) from exc
         # A reply lists feed after feed: put its events in write-time order (a stable sort, so
         # each instance's events stay in seq order).
         found.sort(key=lambda item: item[1].ts)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from streamstore.errors import UsageError
-from streamstore.executor import iter_events
+from streamstore.errors import CorruptEventError, UsageError
+from streamstore.events import corrupt, decode_entry, in_stream, text
 from streamstore.operations import FieldPath
 from streamstore.projections.upcasting import Upcaster
 
@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from streamstore.connection import Client
     from streamstore.events import Event
 
-__all__ = ["HistoryQuery", "epoch_ms", "field_path", "iter_history", "read_history"]
+__all__ = [
+    "HistoryQuery",
+    "epoch_ms",
+    "field_path",
+    "iter_history",
+    "iter_stream",
+    "read_history",
+]
 
 _PAGE = 1000
 
@@ -102,7 +109,7 @@ async def iter_history(
     start, end = query.id_range()
     page = min(_PAGE, query.limit) if query.limit and query.path is None else _PAGE
     count = 0
-    async for events in iter_events(
+    async for events in iter_stream(
         client, stream, start=start, end=end, reverse=query.reverse, page=page
     ):
         for raw in events:
@@ -122,3 +129,56 @@ async def read_history(
 ) -> list[Event]:
     """Return the events `iter_history` yields, as a list."""
     return [event async for event in iter_history(client, stream, query, upcast)]
+
+
+async def iter_stream(
+    client: Client,
+    stream: str,
+    *,
+    start: str = "-",
+    end: str = "+",
+    reverse: bool = False,
+    page: int = _PAGE,
+) -> AsyncIterator[list[Event]]:
+    """Yield the events of ``stream`` between ids ``start`` and ``end`` (inclusive), by pages.
+
+    Oldest first, or newest first with ``reverse``. Every entry is checked as it is decoded,
+    and so is the order: each seq must follow the one before it (one more, or one less when
+    reading backwards). At the first entry that fails, the events before it are yielded, then
+    `CorruptEventError` names the stream, the entry and what is wrong.
+    """
+    step = -1 if reverse else 1
+    low, high = start, end
+    previous: int | None = None
+    while True:
+        if reverse:
+            reply: Any = await client.xrevrange(stream, high, low, count=page)
+        else:
+            reply = await client.xrange(stream, low, high, count=page)
+        events: list[Event] = []
+        error: CorruptEventError | None = None
+        try:
+            for entry_id, fields in reply:
+                event = decode_entry(entry_id, fields)
+                if previous is not None and event.seq != previous + step:
+                    raise corrupt(
+                        entry_id,
+                        f"seq {event.seq} comes {'before' if reverse else 'after'} seq "
+                        f"{previous} (a gap in the history, or a seq out of order)",
+                    )
+                previous = event.seq
+                events.append(event)
+        except CorruptEventError as exc:
+            error = in_stream(stream, exc)
+            error.__cause__ = exc
+        if events:
+            yield events
+        if error is not None:
+            raise error
+        if len(reply) < page:
+            return
+        last = f"({text(reply[-1][0])}"
+        if reverse:
+            high = last
+        else:
+            low = last

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,12 +18,11 @@ from streamstore.errors import (
     StoredDataError,
     UnsafeKeyError,
 )
-from streamstore.events import loads, text
+from streamstore.events import corrupt, in_stream, loads, text
 from streamstore.executor import (
     Head,
     first_entry,
     iter_entries,
-    iter_events,
     put_document,
     read_head,
     read_heads,
@@ -39,7 +38,7 @@ from streamstore.projections.diff import (
     render_path,
 )
 from streamstore.projections.fold import fold, fold_changes
-from streamstore.projections.history import epoch_ms
+from streamstore.projections.history import epoch_ms, iter_stream
 from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:
@@ -56,6 +55,8 @@ PAGE = 1000
 BATCH_HEAD = 64
 #: How often `rebuild` re-reads and tries again when writers keep moving the stream.
 REBUILD_ATTEMPTS = 3
+#: How many damaged instances the error after an `iter_events` walk names.
+_LISTED = 10
 
 NO_HISTORY = (
     "no history: the document has no events (written by other means, or its stream was deleted)"
@@ -78,6 +79,9 @@ class Report:
     problem: str | None = None
     #: Whether `rebuild` wrote the document.
     rewritten: bool = False
+    #: Whether the problem is an entry that cannot be read or applied (written by another
+    #: program, or damaged); ``problem`` names its stream and id and says what is wrong.
+    corrupt: bool = False
 
     @property
     def equal(self) -> bool:
@@ -93,6 +97,8 @@ class Summary:
     equal: int = 0
     rewritten: int = 0
     events: int = 0
+    #: Instances whose history holds an entry that cannot be read or applied.
+    corrupt: int = 0
     reports: list[Report] = dataclasses.field(default_factory=list)
 
     def add(self, report: Report) -> None:
@@ -100,6 +106,7 @@ class Summary:
         self.instances += 1
         self.events += report.replayed
         self.rewritten += report.rewritten
+        self.corrupt += report.corrupt
         if report.equal:
             self.equal += 1
         else:
@@ -115,6 +122,7 @@ class _Latest:
     seq: int
     replayed: int
     problem: str | None = None
+    corrupt: bool = False
 
 
 _ABSENT: Any = object()  # no document stored (None is a stored JSON null)
@@ -157,7 +165,11 @@ class Replayer:
         )
 
     async def verify(self, pk: str) -> Report:
-        """Compare the stored document with the fold of its stream."""
+        """Compare the stored document with the fold of its stream.
+
+        A history that cannot be replayed (none at all, a gap, trimmed, an entry that cannot be
+        read or applied) is no error here: the report says so in ``problem``.
+        """
         keys = self.keys.for_pk(pk)
         return self._report(keys, pk, await self._latest(keys))
 
@@ -247,20 +259,58 @@ class Replayer:
                     continue
                 yield self._report(keys, pk, latest)
 
+    async def _heads(self, pks: list[str]) -> list[tuple[str, InstanceKeys, Head | None]]:
+        """Read the heads of ``pks`` in one round trip.
+
+        If one of them holds an entry that cannot be read, the batch is read again one
+        instance at a time: that one gets None (`_latest` reads and reports it on its own).
+        """
+        keys = [self.keys.for_pk(pk) for pk in pks]
+        try:
+            heads: list[Head | None] = list(
+                await read_heads(self.client, [(k.doc, k.stream) for k in keys], self.head)
+            )
+        except CorruptEventError:
+            heads = [None] * len(keys)
+        return list(zip(pks, keys, heads, strict=True))
+
     async def iter_events(
-        self, *, since: datetime | None = None, batch: int = 100
+        self,
+        *,
+        since: datetime | None = None,
+        batch: int = 100,
+        on_corrupt: Callable[[str, CorruptEventError], None] | None = None,
     ) -> AsyncIterator[tuple[str, Event]]:
         """Yield ``(pk, event)`` for every event of every instance, as stored (not upcast).
 
         Instance by instance, each in seq order; ``since`` skips events written before it.
+        An instance whose stream holds an entry that cannot be read (or a seq out of order)
+        yields its events up to that entry, then the walk goes on with the next instance:
+        ``on_corrupt(pk, error)`` is called for it, or without ``on_corrupt`` one
+        `CorruptEventError` naming every such instance is raised once the walk is done.
         """
         start = "-" if since is None else f"{epoch_ms(since)}-0"
+        damaged: list[CorruptEventError] = []
         async for pks in self.instances(batch):
             for pk in pks:
                 stream = self.keys.for_pk(pk).stream
-                async for page in iter_events(self.client, stream, start=start, page=PAGE):
-                    for event in page:
-                        yield pk, event
+                try:
+                    async for page in iter_stream(self.client, stream, start=start, page=PAGE):
+                        for event in page:
+                            yield pk, event
+                except CorruptEventError as exc:
+                    if on_corrupt is None:
+                        damaged.append(exc)
+                    else:
+                        on_corrupt(pk, exc)
+        if damaged:
+            listed = "; ".join(str(exc) for exc in damaged[:_LISTED])
+            more = f"; and {len(damaged) - _LISTED} more" if len(damaged) > _LISTED else ""
+            raise CorruptEventError(
+                f"{len(damaged)} {self.keys.prefix} instance(s) have an entry that cannot be "
+                f"read (their events up to it were given; every other instance's in full): "
+                f"{listed}{more}"
+            )
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -274,11 +324,6 @@ class Replayer:
             found = await pipe.execute()
         return [pk for pk, exists in zip(pks, found, strict=True) if not exists]
 
-    async def _heads(self, pks: list[str]) -> list[tuple[str, InstanceKeys, Head]]:
-        keys = [self.keys.for_pk(pk) for pk in pks]
-        heads = await read_heads(self.client, [(k.doc, k.stream) for k in keys], self.head)
-        return list(zip(pks, keys, heads, strict=True))
-
     async def _latest(self, keys: InstanceKeys, head: Head | None = None) -> _Latest:
         """Read the stored document and fold its stream from the newest whole-document event.
 
@@ -286,7 +331,10 @@ class Replayer:
         not given) and pages further back only if the head holds no whole-document event.
         """
         if head is None:
-            head = await read_head(self.client, keys.doc, keys.stream, self.head)
+            try:
+                head = await read_head(self.client, keys.doc, keys.stream, self.head)
+            except CorruptEventError as exc:  # among the newest entries
+                return _Latest(_ABSENT, _ABSENT, 0, 0, str(in_stream(keys.stream, exc)), True)
         document = _ABSENT if head.document is None else loads(head.document)
         if not head.entries:
             if document is _ABSENT:
@@ -297,6 +345,8 @@ class Replayer:
             entries, _ = await _collect_back(self._pages_after(keys.stream, head), keys.stream)
             _check_start(entries, keys.stream, "its last event")
             folded = _fold(entries, self.upcast)
+        except CorruptEventError as exc:
+            return _Latest(document, _ABSENT, seq, 0, str(in_stream(keys.stream, exc)), True)
         except (StoredDataError, HistoryTrimmedError) as exc:
             return _Latest(document, _ABSENT, seq, 0, str(exc))
         return _Latest(document, _ABSENT if folded is None else folded, seq, len(entries))
@@ -318,6 +368,7 @@ class Replayer:
             replayed=latest.replayed,
             differences=tuple(found),
             problem=latest.problem,
+            corrupt=latest.corrupt,
         )
 
     async def _write(self, keys: InstanceKeys, latest: _Latest) -> None:
@@ -385,6 +436,19 @@ async def replay_at(
     """
     if (seq is None) == (at is None):
         raise TypeError("as_of() takes exactly one of seq= and at=")
+    try:
+        return await _replay_at(client, keys, seq, at, upcast)
+    except CorruptEventError as exc:
+        raise in_stream(keys.stream, exc) from exc
+
+
+async def _replay_at(
+    client: Client,
+    keys: InstanceKeys,
+    seq: int | None,
+    at: datetime | None,
+    upcast: Upcaster | None,
+) -> tuple[JSON, int]:
     end = "+" if at is None else str(epoch_ms(at))
     target = f"seq {seq}" if at is None else at.isoformat()
     pages = iter_entries(client, keys.stream, end=end, reverse=True, page=PAGE)
@@ -455,9 +519,13 @@ async def _collect_back(
     async for page in pages:
         for entry in page:
             if expected is not None and entry.seq != expected:
-                raise CorruptEventError(
-                    f"{stream}: seq {entry.seq} follows {expected + 1} (a gap in the history, "
-                    "or compaction ran while it was read)"
+                raise in_stream(
+                    stream,
+                    corrupt(
+                        entry.id,
+                        f"seq {entry.seq} comes before seq {expected + 1} (a gap in the "
+                        "history, a seq out of order, or compaction ran while it was read)",
+                    ),
                 )
             expected = entry.seq - 1
             if keep_to is not None and entry.seq > keep_to:
@@ -480,4 +548,6 @@ def _check_start(entries: list[Entry], stream: str, target: str) -> None:
             f"{stream}: events before seq {first.seq} were removed and no snapshot follows; "
             f"the state at {target} cannot be replayed"
         )
-    raise CorruptEventError(f"{stream}: the history starts with {first.type}, not a saved event")
+    raise in_stream(
+        stream, corrupt(first.id, f"the history starts with {first.type}, not a saved event")
+    )

@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamstore._logging import get_logger
 from streamstore.connection import ClientSource, resolve_client
-from streamstore.errors import ConfigurationError
+from streamstore.errors import ConfigurationError, CorruptEventError
 from streamstore.events import text
 from streamstore.keys import health_key, health_pattern
 from streamstore.projections.consumer import GroupConsumer, Stats
@@ -290,12 +290,18 @@ async def catch_up(
     order. For a group that fell behind the feed's retention, or a new subscriber that needs history
     older than the feed keeps. It uses no consumer group (nothing is acknowledged); handlers
     should be idempotent, as changes the group also delivers arrive twice. Returns how many
-    changes were handled.
+    changes were handled. An instance whose stream holds an entry that cannot be read is
+    handled up to that entry and logged (``subscriber.catch_up.corrupt``); the rest goes on.
     """
     client = resolve_client(redis)
     handled = 0
+    log = get_logger().bind(subscriber=subscriber.name)
+
+    def skip(pk: str, exc: CorruptEventError) -> None:
+        log.error("subscriber.catch_up.corrupt", pk=pk, error=str(exc))
+
     for model in subscriber.models:
-        async for pk, event in model.replayer(client).iter_events(since=since):
+        async for pk, event in model.replayer(client).iter_events(since=since, on_corrupt=skip):
             change = change_of(event, model, pk)
             if change is not None and subscriber.wants(change):
                 await subscriber.handler(change)

@@ -8,17 +8,18 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Annotated, Any, NoReturn
 
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from streamstore.connection import Client, RedisSettings
+from streamstore.connection import Client, RedisSettings, redacted
 from streamstore.errors import StreamStoreError
 from streamstore.keys import InstanceKeys, instance_keys_of
 from streamstore.model import BaseRedisModel
@@ -60,9 +61,53 @@ class CliError(Exception):
 
 def fail(message: str, code: int = 1) -> NoReturn:
     # Library messages may span lines (pydantic's validation errors): keep the one-line promise.
-    line = re.sub(r"\s*\n\s*", "; ", message.strip())
+    line = re.sub(r"\s*\n\s*", "; ", scrubbed(message.strip()))
     typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
+
+
+#: Passwords of the URLs this process was given: never printed, whatever an error quotes.
+_SECRETS: set[str] = set()
+#: Shorter secrets are hidden only where they appear as a URL's password, not everywhere.
+_SHORT_SECRET = 4
+_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+
+
+def remember_secret(url: str) -> None:
+    """Note the password of ``url`` (or a lone user part, which some URLs use for it)."""
+    found = _AUTHORITY.match(url)
+    credentials = found.group(1).rpartition("@")[0] if found else ""
+    secret = credentials.partition(":")[2] if ":" in credentials else credentials
+    if secret:
+        _SECRETS.update({secret, urllib.parse.unquote(secret)})
+
+
+def scrubbed(message: str) -> str:
+    """Return ``message`` with every remembered password replaced by ``***``."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if len(secret) >= _SHORT_SECRET:
+            message = message.replace(secret, "***")
+        else:
+            message = message.replace(f":{secret}@", ":***@")
+    return message
+
+
+def checked_url(url: str) -> str:
+    """Return ``url`` once its password is remembered and it parses; else a `CliError`."""
+    remember_secret(url)
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 (reading it checks the host and port)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL": before redis-py words it less well
+        raise CliError(f"bad Redis URL {shown_url(url)!r}: {exc}") from None
+    return url
+
+
+def shown_url(url: str) -> str:
+    """Return ``url`` fit for a message: its password replaced, even when it does not parse."""
+    try:
+        return redacted(url)
+    except ValueError:
+        return scrubbed(url)
 
 
 @contextlib.contextmanager
@@ -74,6 +119,8 @@ def reported() -> Iterator[None]:
         fail(str(exc), exc.code)
     except RedisConnectionError as exc:  # its message names host and port, never the password
         fail(f"cannot connect to Redis: {exc}")
+    except RedisClusterException as exc:  # no seed node answered, and the like
+        fail(f"cannot use the Redis Cluster: {exc}")
     except (StreamStoreError, RedisError) as exc:
         fail(str(exc))
 
@@ -122,7 +169,8 @@ def load_object(path: str, what: str, form: str) -> Any:
 
 @contextlib.asynccontextmanager
 async def connect(url: str) -> AsyncIterator[Client]:
-    client = RedisSettings(url=url).client()
+    """Open a client on ``url`` for one command; a URL that does not parse is a `CliError`."""
+    client = RedisSettings(url=checked_url(url)).client()
     try:
         yield client
     finally:

@@ -13,6 +13,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streamstore.cli._app import (
     Batch,
@@ -25,15 +26,18 @@ from streamstore.cli._app import (
     compact,
     connect,
     echo_json,
+    fail,
     instance_keys,
     load_model,
     parse_time,
     plural,
     progress,
     reported,
+    scrubbed,
     time_option,
 )
 from streamstore.connection import DEFAULT_URL
+from streamstore.errors import CorruptEventError
 from streamstore.model import BaseRedisModel
 from streamstore.projections.audit_log import audit_record
 from streamstore.projections.feed import follow_feed
@@ -60,7 +64,7 @@ def history(
 ) -> None:
     """Print the events of one instance (as stored: no upcasting), oldest first."""
     # seq, time, type and path never wrap; data and meta give way on narrow terminals.
-    table = Table(title=key, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=Text(key), box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("seq", "time (UTC)", "type", "path"):
         table.add_column(name, no_wrap=True)
     table.add_column("data", overflow="ellipsis", min_width=12)
@@ -78,7 +82,9 @@ def history(
                 data = data if len(data) <= DATA_WIDTH else data[: DATA_WIDTH - 1] + "…"
                 meta = compact(dict(event.meta)) if event.meta else ""
                 when = event.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-                table.add_row(str(event.seq), when, event.type, event.path, data, meta)
+                # Text, not str: rich would read "[...]" in stored values as markup.
+                cells = (str(event.seq), when, event.type, event.path, data, meta)
+                table.add_row(*(Text(cell) for cell in cells))
             if not found and not await client.exists(stream):  # no match is fine, no stream not
                 raise CliError(f"{key} has no history (no stream {stream})")
 
@@ -150,12 +156,19 @@ def export(
     batch: Batch = 100,
 ) -> None:
     """Write every event of every instance of MODEL as JSON lines (the audit log), as stored."""
+    damaged: list[str] = []
+
+    def report(pk: str, exc: CorruptEventError) -> None:  # one line each, then on to the next
+        damaged.append(pk)
+        typer.echo(scrubbed(f"corrupt: {pk!r}: {exc}"), err=True)
 
     async def write(cls: type[BaseRedisModel], out: IO[str]) -> tuple[int, int]:
         events, pks = 0, set()
         async with connect(url) as client:
             with progress("events") as advance:
-                walk = cls.replayer(client).iter_events(since=moment, batch=batch)
+                walk = cls.replayer(client).iter_events(
+                    since=moment, batch=batch, on_corrupt=report
+                )
                 async for pk, event in walk:
                     echo_json(audit_record(cls, pk, event), out)
                     events += 1
@@ -178,6 +191,11 @@ def export(
                 out.close()
     what = f"{plural(events, 'event')} of {plural(instances, cls.__name__ + ' instance')}"
     typer.echo(f"exported {what}", err=True)
+    if damaged:
+        fail(
+            f"{plural(len(damaged), 'instance')} with a corrupt entry: exported up to it "
+            "(see the corrupt: lines above)"
+        )
 
 
 @app.command()

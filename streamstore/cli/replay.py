@@ -81,15 +81,17 @@ def _check(model: str, mode: str, pk: str | None, url: str, batch: int) -> None:
         summary = asyncio.run(walk(cls))
     differing = sum(1 for report in summary.reports if not report.problem)
     counted, label = OUTCOMES[mode]
+    corrupt = f" ({summary.corrupt} corrupt)" if summary.corrupt else ""
     typer.echo(
         f"{cls.__name__}: {plural(summary.instances, 'instance')}, {summary.equal} equal, "
-        f"{differing} {counted}, {len(summary.reports) - differing} not replayable, "
+        f"{differing} {counted}, {len(summary.reports) - differing} not replayable{corrupt}, "
         f"{plural(summary.events, 'event')} replayed"
     )
     for report in summary.reports:
         outcome = f"{label} {', '.join(report.differences)}"
         if report.problem:
-            outcome = f"not replayable, left alone: {report.problem}"
+            why = "corrupt" if report.corrupt else "not replayable"
+            outcome = f"{why}, left alone: {report.problem}"
         typer.echo(f"  {report.key}  {outcome}")
     # Exit 1 when an instance is left differing from its stream: what verify found, what a dry
     # run did not fix, and what rebuild could not replay.

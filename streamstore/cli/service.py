@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from streamstore.cli._app import CliError, Url, app, connect, load_object, plural, reported
+from streamstore.cli._app import (
+    CliError,
+    Url,
+    app,
+    checked_url,
+    connect,
+    load_object,
+    plural,
+    reported,
+)
 from streamstore.connection import DEFAULT_URL
 from streamstore.projections.runner import Runner, check_health
 from streamstore.projections.subscriber import Subscriber
@@ -51,7 +60,7 @@ def run(
         subscribers = load_subscribers(target)
         runner = Runner(
             *subscribers,
-            redis=url,
+            redis=checked_url(url),
             burst=burst,
             concurrency=concurrency,
             batch=batch,
