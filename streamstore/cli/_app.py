@@ -96,8 +96,8 @@ def checked_url(url: str) -> str:
     """Return ``url`` once its password is remembered and it parses; else a `CliError`."""
     remember_secret(url)
     try:
-        urllib.parse.urlsplit(url).port  # noqa: B018 (reading it checks the host and port)
-    except ValueError as exc:  # e.g. "Invalid IPv6 URL": before redis-py words it less well
+        urllib.parse.urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": where redis-py would raise it bare
         raise CliError(f"bad Redis URL {shown_url(url)!r}: {exc}") from None
     return url
 
