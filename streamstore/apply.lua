@@ -374,9 +374,12 @@ local function read_state(inst)
     local fields = last[2]
     local seq = fields[1] == 'seq' and string.match(fields[2], '^%d+$') and tonumber(fields[2])
     local ms, part = string.match(last[1], '^(%d+)%-(%d+)$')
-    if not seq or seq < 1 or seq >= EXACT or fields[3] ~= 'type' or not OPS[fields[4]] then
+    -- Exactly our eight fields: with a name given twice, readers and this function would
+    -- disagree on which value counts.
+    if not seq or seq < 1 or seq >= EXACT or fields[3] ~= 'type' or not OPS[fields[4]]
+        or #fields ~= 16 then
       fail('CORRUPT', inst.stream .. ' ends with entry ' .. last[1]
-        .. ', which is not a streamstore event (seq first, a known type)')
+        .. ', which is not a streamstore event (eight fields, seq first, a known type)')
     end
     if not ms or #ms > 15 then fail('IDS', inst.stream .. ' has no room for newer entry ids') end
     inst.seq, inst.last_ms, inst.last_id_full = seq, tonumber(ms), part == LAST_ID_PART
