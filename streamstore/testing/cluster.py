@@ -74,7 +74,7 @@ def _free_cluster_port() -> int:
 
 
 class _ClusterNode(RedisServer):
-    """A `RedisServer` in cluster mode, on a port whose bus port is free, that can be killed."""
+    """A `RedisServer` in cluster mode, on a port whose bus port is free."""
 
     def _pick_port(self) -> int:
         return _free_cluster_port()
@@ -85,13 +85,6 @@ class _ClusterNode(RedisServer):
     def log_tail(self) -> str:
         """Return the last lines of the node's log."""
         return _tail(_log_path(self.directory, self.port))
-
-    def kill(self) -> None:
-        """SIGKILL the process, as a crash would, and reap it; its directory stays until stop."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-        self._reap()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

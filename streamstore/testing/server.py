@@ -133,17 +133,26 @@ class Launched(abc.ABC):
 class RedisServer(Launched):
     """A private `redis-server` with RedisJSON on a free loopback port.
 
-    Data lives in a temporary directory (no persistence) that `stop()` removes.
-    Use it as a context manager, or call `start()` and `stop()`.
+    Data lives in a temporary directory that `stop()` removes; nothing is persisted unless
+    ``appendonly=True``. Use it as a context manager, or call `start()` and `stop()`; `kill()`
+    and `restart()` crash it and bring it back on the same port and directory.
     """
 
-    def __init__(self, extra_args: Sequence[str] = (), *, redisjson: bool = True) -> None:
+    def __init__(
+        self, extra_args: Sequence[str] = (), *, redisjson: bool = True, appendonly: bool = False
+    ) -> None:
         """Prepare a server; `extra_args` are appended to the redis-server command line.
 
         With ``redisjson=False`` the module is not loaded (to see how code copes without it).
+        With ``appendonly=True`` every write is in the append-only file, fsynced, before Redis
+        acknowledges it (``appendonly yes``, ``appendfsync always``), so a `kill()` loses no
+        acknowledged write and `restart()` loads them all back.
         """
         self._extra_args = tuple(extra_args)
         self._redisjson = redisjson
+        self._appendonly = appendonly
+        self._binary: str | None = None
+        self._module: pathlib.Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_file: IO[bytes] | None = None
@@ -179,15 +188,46 @@ class RedisServer(Launched):
         """Start the server and wait until it answers PING; retry if the port gets taken."""
         if self._process is not None:
             raise UsageError("RedisServer is already running")
-        binary = _find_redis_server()
-        module = find_rejson_module() if self._redisjson else None
+        self._binary = _find_redis_server()
+        self._module = find_rejson_module() if self._redisjson else None
         self._tempdir = tempfile.TemporaryDirectory(prefix="streamstore-redis-")
         try:
-            self._port = self._launch_on_a_free_port(binary, module)
+            self._port = self._launch_on_a_free_port(self._binary, self._module)
         except BaseException:
             self.stop()
             raise
         get_logger().info("redis_server.started", url=self.url, pid=self.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the process, as a crash would, and reap it.
+
+        Its port and directory are kept (until `stop()`), for `restart()`.
+        """
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+        self._reap()
+        get_logger().info("redis_server.killed", port=self._port)
+
+    def restart(self) -> None:
+        """Start the server again after `kill()`, on the same port and in the same directory.
+
+        It loads what it persisted there (everything acknowledged, with ``appendonly=True``;
+        nothing otherwise) and is ready when this returns. Raises `UsageError` while it is
+        still running, and `ConfigurationError` if another process took the port meanwhile.
+        """
+        if self._port is None or self._binary is None:
+            raise UsageError("RedisServer was never started; call start() first")
+        if self.is_running():
+            raise UsageError("RedisServer is still running; kill() it first")
+        try:
+            self._launch(self._binary, self._module, self._port)
+        except _PortInUseError:
+            self._reap()
+            raise ConfigurationError(
+                f"redis-server could not restart: port {self._port} was taken meanwhile"
+            ) from None
+        get_logger().info("redis_server.restarted", url=self.url, pid=self.pid)
 
     def _launch_on_a_free_port(self, binary: str, module: pathlib.Path | None) -> int:
         for attempt in range(1, _START_ATTEMPTS + 1):
@@ -218,7 +258,11 @@ class RedisServer(Launched):
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            *(
+                ("--appendonly", "yes", "--appendfsync", "always")
+                if self._appendonly
+                else ("--appendonly", "no")
+            ),
             "--dir", str(workdir),
             *(("--loadmodule", str(module)) if module else ()),
             "--daemonize", "no",
@@ -226,7 +270,7 @@ class RedisServer(Launched):
             *self._server_args(port),
         ]  # fmt: skip
         log_path = _log_path(workdir, port)
-        self._log_file = log_path.open("wb")
+        self._log_file = log_path.open("ab")  # a restart adds to the log of the first run
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             args,
             stdin=subprocess.DEVNULL,
@@ -253,9 +297,10 @@ class RedisServer(Launched):
                         f"log tail:\n{tail}"
                     )
                 try:
-                    # Check the PID too: another server may have grabbed the port first.
-                    info = client.info("server")
-                    if int(info["process_id"]) == process.pid:
+                    # Check the PID too: another server may have grabbed the port first. Ready
+                    # means done loading what it persisted: until then it refuses commands.
+                    info = client.info()
+                    if int(info["process_id"]) == process.pid and not int(info["loading"]):
                         return
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     pass

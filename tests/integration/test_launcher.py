@@ -11,7 +11,7 @@ import sys
 import pytest
 import redis
 
-from streamstore.errors import ConfigurationError
+from streamstore.errors import ConfigurationError, UsageError
 from streamstore.testing import RedisServer, find_rejson_module, redis_url_for_tests
 from streamstore.testing import server as launcher
 
@@ -171,3 +171,31 @@ def test_the_command_prints_a_redis_url_and_stops_the_server_on_sigterm():
             assert process.wait(timeout=10) == 0
     with _client(url) as client, pytest.raises(redis.ConnectionError):
         client.ping()
+
+
+def test_restart_after_kill_comes_back_on_the_same_port_and_dir_with_what_it_persisted():
+    with RedisServer(appendonly=True) as server:
+        port, directory = server.port, server.directory
+        with _client(server.url) as client:
+            assert client.config_get("appendfsync") == {"appendfsync": "always"}
+            client.set("acknowledged", "yes")
+        with pytest.raises(UsageError):
+            server.restart()  # still running
+        old_pid = server.pid
+        server.kill()
+        assert not server.is_running()
+        server.restart()
+        assert (server.port, server.directory) == (port, directory)
+        assert server.pid != old_pid
+        with _client(server.url) as client:
+            assert client.get("acknowledged") == b"yes"
+
+
+def test_restart_without_persistence_comes_back_empty():
+    with RedisServer() as server:
+        with _client(server.url) as client:
+            client.set("gone", "soon")
+        server.kill()
+        server.restart()
+        with _client(server.url) as client:
+            assert client.dbsize() == 0
