@@ -422,8 +422,11 @@ local function check_permissions(inst, copies)
       end
     end
   end
-  allowed('XADD', inst.stream, '*', 'seq', '1')
-  allowed('XADD', inst.feed, '*', 'seq', '1')
+  -- XADD, and XDEL to take an entry back should a later command fail.
+  for _, key in ipairs({ inst.stream, inst.feed }) do
+    allowed('XADD', key, '*', 'seq', '1')
+    allowed('XDEL', key, '0-1')
+  end
   if inst.lists or inst.ttl ~= 0 then
     for _, key in ipairs({ inst.index, inst.expiry }) do
       allowed('ZADD', key, '0', 'x')
@@ -581,6 +584,11 @@ local function apply(KEYS, ARGV)
     return redis.error_reply('STREAMSTORE ' .. err.code .. ' ' .. number .. ' ' .. err.detail)
   end
   local message = type(err) == 'table' and tostring(err.err) or tostring(err)
+  -- A read the checks make, refused by ACL (write commands are checked before they run).
+  if string.find(message, "can't run this command", 1, true)
+      or string.find(message, 'No permissions', 1, true) then
+    return redis.error_reply('STREAMSTORE NOPERM ' .. number .. ' ' .. message)
+  end
   if string.find(message, 'nknown', 1, true) then
     return redis.error_reply('STREAMSTORE NOJSON ' .. number .. ' ' .. message)
   end

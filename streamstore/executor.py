@@ -223,7 +223,13 @@ def _refusal(reply: ResponseError, docs: Sequence[str]) -> Exception:
 async def _load_library(client: Client) -> None:
     # REPLACE: its name holds a hash of its text, so replacing changes nothing, and a client
     # loading it meanwhile is no error. On a cluster redis-py sends it to every primary.
-    await client.function_load(_LIBRARY, replace=True)
+    try:
+        await client.function_load(_LIBRARY, replace=True)
+    except NoPermissionError as exc:
+        raise PermissionDeniedError(
+            f"the server lacks streamstore's function library and this user may not load it "
+            f"({exc}): grant +function|load, or let the application's user write once first"
+        ) from None
 
 
 async def get_document(client: Client, key: str) -> str | bytes | None:
