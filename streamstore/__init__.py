@@ -4,6 +4,8 @@ from streamstore.connection import RedisSettings
 from streamstore.context import event_context
 from streamstore.durability import Durability
 from streamstore.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
     ConcurrencyError,
     ConfigurationError,
     CorruptDocumentError,
@@ -44,6 +46,8 @@ from streamstore.projections.replay import Report, Summary
 from streamstore.projections.upcasting import Upcaster, add_field, remove_field, rename_field
 
 __all__ = [
+    "ArgumentTypeError",
+    "ArgumentValueError",
     "BaseRedisModel",
     "ConcurrencyError",
     "ConfigurationError",

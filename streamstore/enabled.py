@@ -16,10 +16,15 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict
 
 from streamstore import operations as ops
-from streamstore.errors import DocumentNotFoundError, TopLevelOnlyError, UsageError
+from streamstore.errors import (
+    ConfigurationError,
+    DocumentNotFoundError,
+    TopLevelOnlyError,
+    UsageError,
+)
 from streamstore.executor import get_path
 from streamstore.fields import RedisDict, RedisList, wrap_scalar
 from streamstore.schema import JSON_CONFIG, container_codecs, field_codec
@@ -36,8 +41,49 @@ ENABLED_CONFIG = ConfigDict(
     validate_assignment=True,  # `user.age = "x"` fails locally, like `await user.age.set("x")`
     validate_default=True,  # defaults of nested models become Redis-enabled too
     from_attributes=True,  # a plain nested model instance validates into its enabled variant
+    # Documents and event paths use field names, never aliases (see docs/models.md): reading one
+    # back must accept names; aliases still work for your own input, `User(Name="x")`.
+    validate_by_name=True,
     **JSON_CONFIG,
 )
+
+
+def _aliases(info: Any) -> set[str]:
+    """Return the top-level keys a field's aliases read from (alias, validation_alias)."""
+    found: set[str] = set()
+    for alias in (info.alias, info.validation_alias):
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        for choice in choices:
+            if isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+                found.add(choice.path[0])
+            elif isinstance(choice, str):
+                found.add(choice)
+    return found
+
+
+def _check_aliases(cls: type[BaseModel]) -> None:
+    """Refuse aliases that would make a stored document (keyed by field names) read wrongly.
+
+    Documents are validated by field name; an alias equal to another field's name would make
+    that key read into the wrong field, and a model that turns off ``validate_by_name`` could
+    not read its documents at all.
+    """
+    fields = cls.__pydantic_fields__
+    aliased = False
+    for name, info in fields.items():
+        for alias in _aliases(info) - {name}:
+            aliased = True
+            if alias in fields:
+                raise ConfigurationError(
+                    f"{cls.__name__}: field {name!r} has the alias {alias!r}, which is another "
+                    "field's name; documents store fields by name, so it would read the wrong "
+                    "value back"
+                )
+    if aliased and cls.model_config.get("validate_by_name") is False:
+        raise ConfigurationError(
+            f"{cls.__name__}: documents store fields by name, so a model with aliases needs "
+            "validate_by_name (leave it at streamstore's default, True)"
+        )
 
 
 class RedisEnabledModel(BaseModel):
@@ -69,6 +115,7 @@ class RedisEnabledModel(BaseModel):
         in a namespace pydantic cannot see). The forced rebuild keeps these resolved fields.
         """
         super().__pydantic_on_complete__()
+        _check_aliases(cls)
         changed = False
         for name, info in cls.__pydantic_fields__.items():
             enabled = _enable(info.annotation)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ArgumentTypeError",
+    "ArgumentValueError",
     "ConcurrencyError",
     "ConfigurationError",
     "CorruptDocumentError",
@@ -51,6 +53,14 @@ class FieldTypeError(UsageError, TypeError):
 
     The pydantic ``ValidationError`` with the details is chained as ``__cause__``.
     """
+
+
+class ArgumentTypeError(UsageError, TypeError):
+    """An argument of the wrong type: ``ttl="abc"``, ``True`` where a count is meant, a pk of 3."""
+
+
+class ArgumentValueError(UsageError, ValueError):
+    """An argument of the right type that cannot be used: out of range, NaN, a lone surrogate."""
 
 
 class NotJSONError(UsageError, TypeError):
@@ -176,3 +186,4 @@ class ConcurrencyError(StreamStoreError):
 
 class LockTimeoutError(ConcurrencyError, TimeoutError):
     """A lock held by someone else was not released in time."""
+

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
+
+from streamstore.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
     "EVENT_FIELDS",
@@ -12,6 +15,7 @@ __all__ = [
     "REQUIRED_EVENT_FIELDS",
     "InstanceKeys",
     "KeySpace",
+    "check_text",
     "instance_keys_of",
 ]
 
@@ -28,6 +32,24 @@ REQUIRED_EVENT_FIELDS = EVENT_FIELDS[:-1]
 
 #: Fields of a change feed entry: the instance's pk and stream id, then the event fields.
 FEED_FIELDS = ("pk", "id", *EVENT_FIELDS)
+
+
+def check_text(value: Any, what: str) -> str:
+    r"""Return ``value`` if it is a str that UTF-8 can encode, else raise naming ``what``.
+
+    A lone surrogate (``"\ud800"``, as a bad decode with ``surrogateescape`` leaves) has no
+    UTF-8 form: redis-py would fail while sending, so it is refused before anything is sent.
+    `ArgumentTypeError` for a non-str, `ArgumentValueError` for an unencodable one.
+    """
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{what} must be a str, not {type(value).__name__} {value!r}")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ArgumentValueError(
+            f"{what} {value!r} holds a lone surrogate at {exc.start}: not valid Unicode text"
+        ) from None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +91,17 @@ class KeySpace:
     partitions: int
 
     def partition(self, pk: str) -> int:
-        """Return the feed partition of ``pk`` (stable across processes and languages)."""
-        return zlib.crc32(pk.encode()) % self.partitions
+        """Return the feed partition of ``pk`` (stable across processes and languages).
+
+        Every key of an instance goes through here, so a pk that is not UTF-8 text stops here.
+        """
+        if not isinstance(pk, str):
+            raise ArgumentTypeError(f"a pk must be a str, not {type(pk).__name__} {pk!r}")
+        try:
+            return zlib.crc32(pk.encode()) % self.partitions
+        except UnicodeEncodeError:
+            check_text(pk, "pk")
+            raise
 
     def tag(self, partition: int) -> str:
         """Return the hash tag shared by every key of ``partition``."""
@@ -112,6 +143,7 @@ class KeySpace:
         return self._pk_after(key, "}#events:")
 
     def _pk_after(self, key: str, separator: str) -> str | None:
+        check_text(key, "a key")
         head, sep, pk = key.partition(separator)
         if not sep or head != f"{{{self.prefix}:{self.partition(pk)}":
             return None

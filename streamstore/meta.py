@@ -2,21 +2,91 @@
 
 from __future__ import annotations
 
+import difflib
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from streamstore.connection import ClientSource
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from streamstore.connection import ClientSource, RedisSettings
 from streamstore.durability import Durability
-from streamstore.errors import ConfigurationError
-from streamstore.keys import KeySpace
+from streamstore.errors import ArgumentTypeError, ArgumentValueError, ConfigurationError, UsageError
+from streamstore.keys import KeySpace, check_text
 from streamstore.projections.upcasting import Upcaster, UpcasterChain
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     from pydantic import BaseModel
 
-__all__ = ["ModelMeta"]
+__all__ = [
+    "MAX_EXACT",
+    "MAX_PARTITIONS",
+    "MAX_TTL",
+    "ModelMeta",
+    "checked_count",
+    "checked_ttl",
+    "claim_prefix",
+    "release_prefix",
+]
+
+#: Largest TTL in seconds (about 31,700 years). Redis's EXPIRE refuses more than about 9.2e15 s
+#: (the expiry in ms must fit a signed 64-bit int), and the script keeps expiry times in epoch
+#: ms as Lua numbers (doubles), exact only below 2**53 ms: 10**12 s stays far inside both.
+MAX_TTL = 10**12
+#: Largest count or version the script reads as a number: Lua numbers are doubles.
+MAX_EXACT = 2**53 - 1
+#: Most change feed partitions: Redis Cluster has 16384 slots, more partitions cannot spread wider.
+MAX_PARTITIONS = 16384
+
+
+def checked_int(value: Any, name: str, *, low: int, high: int = MAX_EXACT) -> int:
+    """Return ``value`` as an int from ``low`` to ``high``, or raise naming ``name``.
+
+    Anything with ``__index__`` counts as an int (numpy's too); bools do not, nor do floats,
+    even whole ones, nor numeric text. `ArgumentTypeError` (a TypeError) for the wrong type,
+    `ArgumentValueError` (a ValueError) for one out of range.
+    """
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    number = operator.index(value)
+    if not low <= number <= high:
+        raise ArgumentValueError(f"{name} must be from {low} to {high}, not {number}")
+    return number
+
+
+def checked_ttl(value: Any, name: str = "ttl") -> int:
+    """Return a TTL in seconds checked: an int from 1 to `MAX_TTL` (see `checked_int`)."""
+    return checked_int(value, name, low=1, high=MAX_TTL)
+
+
+def checked_count(value: Any, name: str) -> int:
+    """Return a count or version checked: an int from 0 to `MAX_EXACT` (see `checked_int`)."""
+    return checked_int(value, name, low=0)
+
+
+def _checked_redis(source: Any) -> ClientSource:
+    if source is None or isinstance(source, str | RedisSettings | Redis | RedisCluster):
+        return source
+    if callable(source):
+        return source  # type: ignore[no-any-return]  # a factory: called on first use
+    raise ArgumentTypeError(
+        "Meta.redis must be a URL, RedisSettings, a redis.asyncio client or a function "
+        f"returning one, not {type(source).__name__}"
+    )
+
+
+def _checked_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str):
+        raise ArgumentTypeError(f"Meta.key_prefix must be a str, not {type(prefix).__name__}")
+    if not prefix or any(c in prefix for c in "{}[]*?\\"):
+        raise ArgumentValueError(
+            f"bad Meta.key_prefix {prefix!r}: non-empty, without any of {{}}[]*?\\"
+        )
+    return check_text(prefix, "Meta.key_prefix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +135,122 @@ class ModelMeta:
 
     @classmethod
     def for_class(cls, model: type[BaseModel]) -> ModelMeta:
-        """Collect ``Meta`` options along the MRO of ``model`` and check them."""
+        """Collect ``Meta`` options along the MRO of ``model`` and check them.
+
+        Every problem is a `ConfigurationError` naming the class and the option, raised when
+        the class is made: a bad option never gets as far as a write.
+        """
         options: dict[str, Any] = {}
         for klass in reversed(model.__mro__):
             meta = klass.__dict__.get("Meta")
             if meta is not None:
-                options.update({k: v for k, v in vars(meta).items() if k in cls._OPTIONS})
-        if "key_prefix" not in vars(model.__dict__.get("Meta", object)):
+                options.update(_own_options(model, meta))
+        own_meta = vars(model.__dict__.get("Meta", object))
+        explicit = "key_prefix" in own_meta
+        if not explicit:
             options["key_prefix"] = model.__name__
-        prefix, partitions = options["key_prefix"], options.get("partitions", 16)
-        if not prefix or any(c in prefix for c in "{}[]*?\\"):
-            raise ConfigurationError(f"{model.__name__}: bad Meta.key_prefix {prefix!r}")
-        if not isinstance(partitions, int) or partitions < 1:
-            raise ConfigurationError(f"{model.__name__}: Meta.partitions must be an int >= 1")
-        ttl = options.get("ttl")
-        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
-            raise ConfigurationError(f"{model.__name__}: Meta.ttl must be None or seconds >= 1")
-        every = options.get("snapshot_every", 0)
-        if not isinstance(every, int) or every < 0:
-            raise ConfigurationError(f"{model.__name__}: Meta.snapshot_every must be an int >= 0")
         seed_key = model.__private_attributes__.get("_primary_key_field")
         if seed_key is not None and "primary_key" not in options:
             options["primary_key"] = seed_key.get_default()
-        key_field = options.get("primary_key")
-        if key_field is not None and key_field not in model.__pydantic_fields__:
-            raise ConfigurationError(f"{model.__name__}: primary key {key_field!r} is not a field")
-        durability = options.get("durability")
-        if durability is not None and not isinstance(durability, Durability):
-            raise ConfigurationError(f"{model.__name__}: Meta.durability must be a Durability")
+        try:
+            _check_options(model, options)
+        except UsageError as exc:
+            raise ConfigurationError(f"{model.__name__}: {exc}") from None
         chain = UpcasterChain(
             options.get("schema_version", 1), options.get("upcasters", {}), model.__name__
         )
         upcast = None if chain.is_identity else chain
-        return cls(**options, keys=KeySpace(prefix, partitions), upcast=upcast)
+        keys = KeySpace(options["key_prefix"], options.get("partitions", 16))
+        if not model.__dict__.get("__ss_abstract__") and not _is_library_base(model):
+            claim_prefix(options["key_prefix"], model, explicit=explicit)
+        return cls(**options, keys=keys, upcast=upcast)
+
+
+def _own_options(model: type[BaseModel], meta: type) -> dict[str, Any]:
+    """Return the options one ``class Meta`` sets; an unknown name is a `ConfigurationError`."""
+    found = {}
+    for name, value in vars(meta).items():
+        if name.startswith("_"):
+            continue  # __module__, __doc__, ... of the class statement itself
+        if name not in ModelMeta._OPTIONS:
+            close = difflib.get_close_matches(name, ModelMeta._OPTIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"{model.__name__}: unknown option Meta.{name}{hint}; the options are "
+                + ", ".join(ModelMeta._OPTIONS)
+            )
+        found[name] = value
+    return found
+
+
+def _check_options(model: type[BaseModel], options: dict[str, Any]) -> None:
+    """Check every option's type and range in place (ints normalised); `UsageError` if bad."""
+    options["redis"] = _checked_redis(options.get("redis"))
+    options["key_prefix"] = _checked_prefix(options["key_prefix"])
+    if options.get("ttl") is not None:
+        options["ttl"] = checked_ttl(options["ttl"], "Meta.ttl")
+    ints = {
+        "partitions": (1, MAX_PARTITIONS),
+        "feed_maxlen": (1, MAX_EXACT),
+        "snapshot_every": (0, MAX_EXACT),
+        "schema_version": (1, MAX_EXACT),
+    }
+    for name, (low, high) in ints.items():
+        if name in options:
+            options[name] = checked_int(options[name], f"Meta.{name}", low=low, high=high)
+    upcasters = options.get("upcasters", {})
+    if not isinstance(upcasters, Mapping):
+        raise ArgumentTypeError(
+            "Meta.upcasters must be a dict {old schema version: upcaster(s)}, "
+            f"not {type(upcasters).__name__}"
+        )
+    key_field = options.get("primary_key")
+    if key_field is not None and not isinstance(key_field, str):
+        raise ArgumentTypeError(f"Meta.primary_key must be a field name, not {key_field!r}")
+    if key_field is not None and key_field not in model.__pydantic_fields__:
+        raise ArgumentValueError(f"primary key {key_field!r} is not a field")
+    durability = options.get("durability")
+    if durability is not None and not isinstance(durability, Durability):
+        raise ArgumentTypeError("Meta.durability must be a Durability")
+
+
+# --- one key prefix, one model ---------------------------------------------------------------
+
+#: Per key prefix, the modules whose classes use it: module -> (qualname, whether the prefix
+#: was set explicitly in ``Meta.key_prefix`` rather than taken from the class name).
+_owners: dict[str, dict[str, tuple[str, bool]]] = {}
+
+
+def _is_library_base(model: type[BaseModel]) -> bool:
+    """Tell whether ``model`` is one of streamstore's own bases (TableModel, AutoModel, ...)."""
+    return model.__module__.split(".", 1)[0] == "streamstore"
+
+
+def claim_prefix(prefix: str, model: type[BaseModel], *, explicit: bool) -> None:
+    """Record that ``model`` keeps its instances under ``prefix``; refuse another module's class.
+
+    Classes of two modules share keys only if both name that prefix in ``Meta.key_prefix`` (a
+    deliberate share, such as a service's read-only copy of a model). Within one module a
+    class may be made again (a reload, a class made by a function called twice, a test's
+    local class): the module is the owner. Anything else is a `ConfigurationError` naming both.
+    """
+    owners = _owners.setdefault(prefix, {})
+    for module, (qualname, other_explicit) in owners.items():
+        if module != model.__module__ and not (explicit and other_explicit):
+            raise ConfigurationError(
+                f"{model.__module__}.{model.__qualname__} would share the keys {{{prefix}:...}} "
+                f"with {module}.{qualname}: give one of them its own Meta.key_prefix (or set "
+                "the same Meta.key_prefix on both, to share the instances on purpose)"
+            )
+    known = owners.get(model.__module__)
+    # One module may hold an explicit and a name-derived class of one prefix: keep "explicit"
+    # only if every class of the module set it, so another module cannot share by accident.
+    owners[model.__module__] = (model.__qualname__, explicit and (known is None or known[1]))
+
+
+def release_prefix(prefix: str, model: type[BaseModel]) -> None:
+    """Forget that ``model``'s module uses ``prefix`` (its class moved: `Store.register_model`)."""
+    owners = _owners.get(prefix, {})
+    owners.pop(model.__module__, None)
+    if not owners:
+        _owners.pop(prefix, None)

@@ -17,6 +17,7 @@ from streamstore.connection import resolve_client
 from streamstore.context import current_meta_json
 from streamstore.enabled import RedisEnabledModel
 from streamstore.errors import (
+    ArgumentValueError,
     CorruptDocumentError,
     DocumentNotFoundError,
     DurabilityError,
@@ -30,8 +31,8 @@ from streamstore.executor import (
     run_plan,
     run_plans,
 )
-from streamstore.keys import InstanceKeys
-from streamstore.meta import ModelMeta
+from streamstore.keys import InstanceKeys, check_text
+from streamstore.meta import ModelMeta, checked_count, checked_ttl
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
 from streamstore.projections.field_index import find_by
@@ -98,8 +99,8 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
     @pk.setter
     def pk(self, value: str) -> None:
-        if not isinstance(value, str) or not value:
-            raise UsageError("pk must be a non-empty str")
+        if not check_text(value, "pk"):
+            raise ArgumentValueError("pk must be a non-empty str")
         key_field = type(self).__ss_meta__.primary_key
         if key_field is not None and value != self.pk:
             raise UsageError(f"the pk of a {type(self).__name__} is its {key_field!r} field")
@@ -221,7 +222,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
     def redis_dump(self) -> dict[str, Any]:
         """Return the document as stored in Redis: JSON types only (bytes as base64)."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=False)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -234,6 +235,10 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         expected_version=m.version)``). ``ttl`` (seconds) overrides ``Meta.ttl`` for this write:
         document and stream then expire together after it.
         """
+        if ttl is not None:
+            ttl = checked_ttl(ttl)
+        if expected_version is not None:
+            expected_version = checked_count(expected_version, "expected_version")
         self._ss_only_top_level("save")
         readback = codec_for(type(self)).may_hold_floats
         op = ops.save(model_json(self), readback=readback)
@@ -335,6 +340,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
     async def duplicate_many(self, count: int) -> list[Self]:
         """Make ``count`` copies (see `duplicate`) in one round trip; each write is atomic."""
+        count = checked_count(count, "count")
         self._ss_only_top_level("duplicate", "Can only duplicate from top level model")
         document = model_json(self)
         readback = codec_for(type(self)).may_hold_floats

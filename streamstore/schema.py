@@ -69,27 +69,28 @@ class Codec:
         text that is not stored as a JSON value (a dict key).
         """
         try:
-            text = self.adapter.dump_json(value).decode()
+            text = self.adapter.dump_json(value, by_alias=False).decode()
         except PydanticSerializationError as exc:
             raise NotJSONError(f"cannot store a {self.name} as JSON: {exc}") from exc
         return check_int64(text, "Value") if check_ints else text
 
     def load_json(self, raw: str | bytes) -> Any:
-        """Decode JSON text read from Redis into a value of this type."""
-        return self.adapter.validate_json(raw)
+        """Decode JSON text read from Redis into a value of this type (models: by field name)."""
+        return self.adapter.validate_json(raw, by_alias=False, by_name=True)
 
 
 def model_json(model: BaseModel) -> str:
     """Encode a whole model as its document's JSON text (`NotJSONError` if it has none)."""
     try:
-        text = model.model_dump_json()
+        text = model.model_dump_json(by_alias=False)  # field names: what event paths use
     except PydanticSerializationError as exc:
         raise NotJSONError(f"cannot store {type(model).__name__} as JSON: {exc}") from exc
     return check_int64(text, f"Every integer of a {type(model).__name__}")
 
 
 #: A run of 19 digits: every integer with fewer fits in signed 64 bits (2**63 has 19 digits).
-_LONG_DIGITS = re.compile(r"[0-9][0-9]{18}")  # twice as fast as [0-9]{19}: a lone leading class lets the engine skip ahead
+# Twice as fast as [0-9]{19}: a lone leading class lets the engine skip ahead.
+_LONG_DIGITS = re.compile(r"[0-9][0-9]{18}")
 
 
 def check_int64(text: str, what: str) -> str:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from streamstore.connection import RedisSettings
-from streamstore.errors import ConfigurationError
+from streamstore.errors import ConfigurationError, UsageError
 from streamstore.keys import KeySpace
+from streamstore.meta import checked_ttl, claim_prefix, release_prefix
 
 if TYPE_CHECKING:
     from streamstore.model import BaseRedisModel
@@ -68,8 +69,11 @@ class Store:
         """
         if not _NAME.match(name):
             raise ConfigurationError(f"store name {name!r}: use letters, digits and _.- only")
-        if life_span_in_seconds is not None and life_span_in_seconds < 1:
-            raise ConfigurationError("life_span_in_seconds must be None or >= 1")
+        if life_span_in_seconds is not None:
+            try:
+                life_span_in_seconds = checked_ttl(life_span_in_seconds, "life_span_in_seconds")
+            except UsageError as exc:
+                raise ConfigurationError(f"store {name!r}: {exc}") from None
         self.name = name
         self.redis_config = redis_config or RedisConfig()
         self.life_span_in_seconds = life_span_in_seconds
@@ -78,11 +82,18 @@ class Store:
     def register_model(self, model: type[BaseRedisModel]) -> None:
         """Bind ``model`` to this store: its Redis, its keys under the store's name, its life span.
 
+        Its keys become ``<store name>:<class name>`` (or ``<store name>:<Meta.key_prefix>``
+        when the class sets one); another module's class already there is a `ConfigurationError`.
+
         Register before the first read or write: instances written before live under the old
         keys. A class belongs to one store at a time.
         """
         meta = model.__ss_meta__
-        prefix = f"{self.name}:{model.__name__}"
+        own = vars(model.__dict__.get("Meta", object)).get("key_prefix")
+        prefix = f"{self.name}:{own or model.__name__}"
+        if meta.key_prefix != prefix:
+            claim_prefix(prefix, model, explicit=own is not None)
+            release_prefix(meta.key_prefix, model)
         model.__ss_meta__ = dataclasses.replace(
             meta,
             redis=self.redis_config.settings(),

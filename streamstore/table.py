@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Self, cast
 
 from streamstore import operations as ops
 from streamstore.errors import ConfigurationError, UsageError
 from streamstore.executor import list_members, run_plans
+from streamstore.meta import checked_int, checked_ttl
 from streamstore.model import BaseRedisModel
 from streamstore.plan import PERSIST, Plan
 from streamstore.schema import codec_for, field_codec, model_json
@@ -65,12 +67,12 @@ class TableModel(BaseRedisModel):
         neither, any TTL it had is removed. Each record is written atomically; with many, one
         may fail while others are written.
         """
+        ttl = cls._ss_life_span(life_span_seconds)
         records = [data] if isinstance(data, TableModel) else list(data)
         if not all(isinstance(record, cls) for record in records):
             raise UsageError(f"{cls.__name__}.insert takes {cls.__name__} instances")
         if not records:
             return
-        ttl = cls._ss_life_span(life_span_seconds)
         plans = [record._ss_save_plan(ttl) for record in records]
         await cls._ss_write_many(records, plans)
 
@@ -90,6 +92,7 @@ class TableModel(BaseRedisModel):
         """
         if not data:
             raise UsageError(f"{cls.__name__}.update needs at least one field to set")
+        ttl = cls._ss_life_span(life_span_seconds)
         record = cls._ss_handle(str(_id))
         batch = []
         for name, value in data.items():
@@ -99,7 +102,7 @@ class TableModel(BaseRedisModel):
             raw = codec.dump_json(codec.validate(value))
             batch.append(ops.set_value((name,), raw, readback=codec.may_hold_floats))
         object.__setattr__(record, "_ss_persisted", True)  # never create a partial record
-        await record._ss_apply(batch, create=False, ttl=cls._ss_life_span(life_span_seconds))
+        await record._ss_apply(batch, create=False, ttl=ttl)
 
     @classmethod
     async def delete(cls, ids: Any | Sequence[Any] | None = None) -> int:  # type: ignore[override]  # (*)
@@ -137,8 +140,8 @@ class TableModel(BaseRedisModel):
         left out (and ``skip``/``limit`` apply to that list). ``columns`` gives dicts of just
         those fields instead of models. No record: ``[]``. Expired records never appear.
         """
-        if (skip is not None and skip < 0) or (limit is not None and limit < 0):
-            raise UsageError("skip and limit must be >= 0")
+        skip = None if skip is None else checked_int(skip, "skip", low=0, high=sys.maxsize)
+        limit = None if limit is None else checked_int(limit, "limit", low=0, high=sys.maxsize)
         for column in columns or ():
             if column not in cls.__pydantic_fields__:
                 raise UsageError(f"{cls.__name__} has no field {column!r}")
@@ -193,13 +196,11 @@ class TableModel(BaseRedisModel):
     @classmethod
     def _ss_life_span(cls, seconds: int | None) -> int:
         """Return the TTL argument of an insert or update: given, the store's, or none."""
-        if seconds is None:
-            seconds = cls.__ss_meta__.life_span
-        if seconds is None:
+        if seconds is not None:
+            return checked_ttl(seconds, "life_span_seconds")
+        if cls.__ss_meta__.life_span is None:
             return PERSIST
-        if seconds < 1:
-            raise UsageError("life_span_seconds must be None or >= 1")
-        return seconds
+        return cls.__ss_meta__.life_span
 
 
 class _Cursor:

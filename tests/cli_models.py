@@ -17,6 +17,9 @@ class Customer(BaseRedisModel):
     tags: list[str] = Field(default_factory=list)
     profile: Profile = Field(default_factory=Profile)
 
+    class Meta:
+        key_prefix = "CliCustomer"
+
 
 class Ticket(BaseRedisModel):
     """Four partitions, not the default 16: keys the CLI must read without the class."""
@@ -56,5 +59,5 @@ class Elsewhere(Customer):
     """`Customer`'s data, with a `Meta.redis` nobody listens on: the CLI's --url must win."""
 
     class Meta:
-        key_prefix = "Customer"
+        key_prefix = "CliCustomer"
         redis = "redis://127.0.0.1:1/0"

@@ -13,6 +13,7 @@ class Ticket(BaseRedisModel):
     status: str = "open"
 
     class Meta:
+        key_prefix = "ServiceTicket"
         partitions = 2
 
 

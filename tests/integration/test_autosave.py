@@ -18,6 +18,9 @@ class Book(AutoSaving):
     _auto_save: bool = True
     _auto_sync: bool = True
 
+    class Meta:
+        key_prefix = "AutosaveBook"
+
 
 class Movie(AutoSaving):
     _primary_key_field: str = "title"
@@ -26,11 +29,17 @@ class Movie(AutoSaving):
 
     _auto_sync: bool = True
 
+    class Meta:
+        key_prefix = "AutosaveMovie"
+
 
 class Song(AutoModel):
     _primary_key_field: str = "title"
     title: str
     artist: str = ""
+
+    class Meta:
+        key_prefix = "AutosaveSong"
 
 
 @pytest.fixture(autouse=True)

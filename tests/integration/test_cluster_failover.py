@@ -32,6 +32,7 @@ async def test_writes_continue_through_a_failover_and_no_acknowledged_event_is_l
             entries: list[int] = Field(default_factory=list)
 
             class Meta:
+                key_prefix = "FailoverLedger"
                 redis = cluster.url
                 durability = Durability(replicas=1, timeout_ms=2000)
 

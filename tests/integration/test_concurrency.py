@@ -37,6 +37,9 @@ class Ledger(BaseRedisModel):
     tags: list[str] = Field(default_factory=list)
     meta: dict[str, str] = Field(default_factory=dict)
 
+    class Meta:
+        key_prefix = "ConcurrencyLedger"
+
 
 async def mutate(
     key: str, worker: int, count: int, ready: Callable[[], Awaitable[Any]]

@@ -19,6 +19,9 @@ class Note(BaseRedisModel):
     tags: list[str] = Field(default_factory=list)
     counts: dict[str, int] = Field(default_factory=dict)
 
+    class Meta:
+        key_prefix = "ConnectionNote"
+
 
 async def exercise(model_cls: type[Note]) -> Note:
     note = model_cls(text="a")

@@ -22,6 +22,9 @@ class Person(BaseRedisModel):
     tags: list[str] = Field(default_factory=list)
     address: Address = Field(default_factory=Address)
 
+    class Meta:
+        key_prefix = "HistoryPerson"
+
 
 async def person_with_history() -> Person:
     """Seq 1 saved, 2 set name, 3 tags append, 4 address.city, 5 address.lines, 6 set address."""

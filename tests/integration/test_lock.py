@@ -18,6 +18,9 @@ class Account(BaseRedisModel):
     tags: list[str] = Field(default_factory=list)
     limits: dict[str, int] = Field(default_factory=dict)
 
+    class Meta:
+        key_prefix = "LockAccount"
+
 
 async def test_changes_made_under_the_lock_are_written_as_field_events(redis):
     account = Account(name="John", balance=1000, tags=["a"], limits={"day": 5, "week": 20})

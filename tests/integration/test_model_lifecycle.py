@@ -94,6 +94,7 @@ class TestMeta:
             label: str = "t"
 
             class Meta:
+                key_prefix = "LifecycleSession"
                 ttl = 100
 
         session = Session()
@@ -169,6 +170,9 @@ class TestJSONOnly:
         class Loose(BaseRedisModel):
             model_config = ConfigDict(arbitrary_types_allowed=True)
             thing: Opaque | None = None
+
+            class Meta:
+                key_prefix = "LifecycleLoose"
 
         loose = Loose(thing=Opaque())
         with pytest.raises(NotJSONError, match="cannot store Loose as JSON"):

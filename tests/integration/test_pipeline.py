@@ -19,6 +19,9 @@ class User(BaseRedisModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     counter: int = 0
 
+    class Meta:
+        key_prefix = "PipelineUser"
+
 
 async def outside_the_pipeline(write):
     """Run ``write`` as another client would: in a context with no pipeline."""

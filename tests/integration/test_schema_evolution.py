@@ -26,7 +26,7 @@ class CustomerV1(BaseRedisModel):
     settings: Settings = Field(default_factory=Settings)
 
     class Meta:
-        key_prefix = "Customer"
+        key_prefix = "EvolvingCustomer"
 
 
 #: What changed from version 1 to 2: ``name`` became ``full_name``, ``tier`` was added.
@@ -41,7 +41,7 @@ class CustomerV2(BaseRedisModel):
     settings: Settings = Field(default_factory=Settings)
 
     class Meta:
-        key_prefix = "Customer"
+        key_prefix = "EvolvingCustomer"
         schema_version = 2
         upcasters = {1: V1_TO_V2}  # noqa: RUF012 (read once, when the class is made)
 
@@ -50,7 +50,7 @@ class CustomerV3(CustomerV2):
     """Version 3: the same fields; old events that set ``legacy_code`` now leave replay."""
 
     class Meta:
-        key_prefix = "Customer"
+        key_prefix = "EvolvingCustomer"
         schema_version = 3
         upcasters = {1: V1_TO_V2, 2: remove_field("legacy_code")}  # noqa: RUF012
 
@@ -110,7 +110,7 @@ async def test_without_an_upcaster_the_old_history_does_not_fit_the_new_model(re
         full_name: str
 
         class Meta:
-            key_prefix = "Customer"
+            key_prefix = "EvolvingCustomer"
             schema_version = 2
 
     old = await v1_customer()

@@ -210,13 +210,13 @@ async def test_handlers_get_changes_upcast_to_the_current_model(redis):
         body: str = ""
 
         class Meta:
-            key_prefix = "Note"
+            key_prefix = "SubscriberNote"
 
     class Note(BaseRedisModel):
         text: str = ""
 
         class Meta:
-            key_prefix = "Note"
+            key_prefix = "SubscriberNote"
             schema_version = 2
             upcasters = {1: rename_field("body", "text")}  # noqa: RUF012
 

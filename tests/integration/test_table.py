@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 from clients import is_cluster_url
-from test_docs_examples import ROOT, run_blocks
+from test_docs_examples import ROOT, run_page
 from test_duplicate import CountingConnection
 from waiting import eventually
 
@@ -32,6 +32,7 @@ class Book(TableModel):
     published: datetime = datetime(2000, 1, 1, tzinfo=UTC)
 
     class Meta:
+        key_prefix = "TableBook"
         partitions = 4
 
 
@@ -69,7 +70,7 @@ async def test_insert_writes_saved_events_and_select_returns_records_in_key_orde
     ]
     assert (await Book.select(ids=["Jane Eyre"]))[0] == BOOKS[1]
     assert [e.type for e in await BOOKS[0].history()] == ["saved"]
-    assert BOOKS[0].key.startswith("{shelf:Book:")
+    assert BOOKS[0].key.startswith("{shelf:TableBook:")
 
 
 @pytest.mark.single_node  # counts round trips on a plain client's connection
@@ -214,6 +215,7 @@ async def test_expired_records_never_linger_in_the_index(shelf, redis):
 async def test_two_stores_on_one_database_never_see_each_other(redis, redis_url):
     class Note(TableModel):
         class Meta:
+            key_prefix = "TableNote"
             primary_key = "slug"
 
         slug: str
@@ -251,8 +253,9 @@ def test_redis_config_is_a_url_with_password_and_ssl():
 
 
 @pytest.mark.single_node  # the seed's tutorial connects to one server by URL
-async def test_the_seed_update_tutorial_prints_what_the_seed_shows(redis, capsys):
+async def test_the_seed_update_tutorial_prints_what_the_seed_shows(redis):
     page = ROOT / "docs" / "tables.md"
-    await run_blocks(page)
+    ran = run_page(page)  # its own interpreter: the page's `Book` is not this module's
     (expected, *_) = re.findall(r"```text\n(.*?)```", page.read_text(), re.DOTALL)
-    assert capsys.readouterr().out == expected
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == expected

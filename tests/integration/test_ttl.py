@@ -56,6 +56,9 @@ async def test_save_can_set_a_ttl_for_one_write_of_a_model_without_one(redis):
     class Note(BaseRedisModel):
         text: str = ""
 
+        class Meta:
+            key_prefix = "TtlNote"
+
     note = Note()
     await note.save(ttl=100)
     assert 0 < await redis.ttl(note.key) <= 100
