@@ -20,6 +20,7 @@ from streamstore.errors import (
     KeyMissingError,
     ValueRangeError,
 )
+from streamstore.keys import check_text
 from streamstore.pipeline import Pipeline, active_pipeline
 
 if TYPE_CHECKING:
@@ -347,7 +348,7 @@ class RedisDict(_Container, dict[Any, Any]):
         """Validate a key; return it and its text as a JSON object key."""
         valid = codec.validate(key)
         if type(valid) is str:
-            return valid, valid
+            return valid, check_text(valid, "dict key")  # a lone surrogate: refused before sending
         # e.g. an int key: 1 -> "1". A JSON object key is text: any width is fine.
         dumped = codec.dump_json(valid, check_ints=False)
         return valid, json.loads(dumped) if dumped.startswith('"') else dumped

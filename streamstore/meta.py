@@ -173,14 +173,23 @@ def _own_options(model: type[BaseModel], meta: type) -> dict[str, Any]:
         if name.startswith("_"):
             continue  # __module__, __doc__, ... of the class statement itself
         if name not in ModelMeta._OPTIONS:
-            close = difflib.get_close_matches(name, ModelMeta._OPTIONS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = _closest(name)
+            hint = f" (did you mean {close!r}?)" if close else ""
             raise ConfigurationError(
                 f"{model.__name__}: unknown option Meta.{name}{hint}; the options are "
                 + ", ".join(ModelMeta._OPTIONS)
             )
         found[name] = value
     return found
+
+
+def _closest(name: str) -> str | None:
+    """Return the option a misspelt ``name`` most likely meant (``ttl_seconds``: ``ttl``)."""
+    for option in ModelMeta._OPTIONS:
+        if option in name or name in option:
+            return option
+    close = difflib.get_close_matches(name, ModelMeta._OPTIONS, n=1)
+    return close[0] if close else None
 
 
 def _check_options(model: type[BaseModel], options: dict[str, Any]) -> None:
