@@ -43,6 +43,7 @@ class Account(BaseRedisModel):
 
     class Meta:
         partitions = 1
+        key_prefix = "CheckedAccount"
 
 
 async def state(redis: Client, *models: Account) -> list[Any]:
