@@ -192,7 +192,8 @@ OPS['list.extend'] = {
     end
     local values = '[' .. table.concat(op.args, ',') .. ']'
     if op.rb then
-      values = string.sub(redis.call('JSON.GET', DOC, op.jpath .. '[-' .. #op.args .. ':]'), 2, -2)
+      -- A slice path's matches are the items themselves: the reply is already their array.
+      values = redis.call('JSON.GET', DOC, op.jpath .. '[-' .. #op.args .. ':]')
     end
     return '{"values":' .. values .. '}', op.rb and values or false
   end }

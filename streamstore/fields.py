@@ -275,8 +275,10 @@ class RedisList(_Container, list[Any]):
         """Append one item (event ``list.append``)."""
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._write(lambda path: ops.list_append(path, raw, readback=readback))
+        applied = await self._write(lambda path: ops.list_append(path, raw, readback=readback))
         list.append(self, item)
+        if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
+            list.__setitem__(self, -1, self._item_codec().load_json(stored))
 
     async def aextend(self, values: Iterable[Any]) -> None:
         """Append several items in one event (``list.extend``); an empty iterable writes nothing."""
@@ -285,8 +287,12 @@ class RedisList(_Container, list[Any]):
             return
         raws = [raw for _, raw in checked]
         readback = self._item_codec().may_hold_floats
-        await self._write(lambda path: ops.list_extend(path, raws, readback=readback))
+        applied = await self._write(lambda path: ops.list_extend(path, raws, readback=readback))
         list.extend(self, [item for item, _ in checked])
+        if (stored := applied.results[0]) is not None:  # as Redis stored them (see `set`)
+            codec = self._item_codec()
+            fresh = [codec.load_json(json.dumps(value)) for value in json.loads(stored)]
+            list.__setitem__(self, slice(len(self) - len(fresh), None), fresh)
 
     async def ainsert(self, index: SupportsIndex, value: Any) -> None:
         """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``).
@@ -297,9 +303,15 @@ class RedisList(_Container, list[Any]):
         position = ops.list_index(index)
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
-        await self._write(lambda path: ops.list_insert(path, position, raw, readback=readback))
-        # Clamped first: list.insert itself overflows beyond the platform's size type.
-        list.insert(self, max(-len(self), min(position, len(self))), item)
+        applied = await self._write(
+            lambda path: ops.list_insert(path, position, raw, readback=readback)
+        )
+        # Where list.insert puts it, made non-negative (and clamped first: list.insert itself
+        # overflows beyond the platform's size type).
+        at = min(max(position + len(self) if position < 0 else position, 0), len(self))
+        list.insert(self, at, item)
+        if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
+            list.__setitem__(self, at, self._item_codec().load_json(stored))
 
     async def apop(self, index: SupportsIndex = -1) -> Any:
         """Remove and return the item at ``index`` (event ``list.pop``).
@@ -368,7 +380,11 @@ class RedisDict(_Container, dict[Any, Any]):
         k, text = self._key(key, key_codec)
         v, raw = self._value(value, value_codec)
         readback = value_codec.may_hold_floats
-        await self._write(lambda path: ops.dict_set_item(path, text, raw, readback=readback))
+        applied = await self._write(
+            lambda path: ops.dict_set_item(path, text, raw, readback=readback)
+        )
+        if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
+            v = value_codec.load_json(stored)
         dict.__setitem__(self, k, v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
@@ -380,8 +396,14 @@ class RedisDict(_Container, dict[Any, Any]):
             return
         pairs = [(text, raw) for (_, text), (_, raw) in checked]
         readback = value_codec.may_hold_floats
-        await self._write(lambda path: ops.dict_update(path, pairs, readback=readback))
-        dict.update(self, {k: v for (k, _), (v, _) in checked})
+        applied = await self._write(lambda path: ops.dict_update(path, pairs, readback=readback))
+        fresh = {k: v for (k, _), (v, _) in checked}
+        if (stored := applied.results[0]) is not None:  # as Redis stored them (see `set`)
+            by_text = json.loads(stored)
+            fresh = {
+                k: value_codec.load_json(json.dumps(by_text[text])) for (k, text), _ in checked
+            }
+        dict.update(self, fresh)
 
     async def adel_item(self, key: Any) -> None:
         """Delete one key (event ``dict.del_item``); `KeyMissingError` (a KeyError) if absent."""

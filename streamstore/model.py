@@ -210,12 +210,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         raw, seq = await get_document_and_seq(self._ss_client(), keys.doc, keys.stream)
         if raw is None:
             raise DocumentNotFoundError(f"{keys.doc} does not exist")
-        try:
-            fresh = type(self).model_validate_json(raw)
-        except ValueError as exc:
-            raise CorruptDocumentError(f"{keys.doc} does not validate: {exc}") from exc
-        self.__dict__.update(fresh.__dict__)
-        self.__pydantic_fields_set__.update(fresh.__pydantic_fields_set__)
+        self._ss_adopt(raw, keys.doc)
         object.__setattr__(self, "_ss_persisted", True)
         object.__setattr__(self, "_ss_version", seq)
         return self
@@ -242,7 +237,8 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         self._ss_only_top_level("save")
         readback = codec_for(type(self)).may_hold_floats
         op = ops.save(model_json(self), readback=readback)
-        await self._ss_apply([op], create=False, expected_seq=expected_version, ttl=ttl)
+        applied = await self._ss_apply([op], create=False, expected_seq=expected_version, ttl=ttl)
+        self._ss_keep_stored(op, applied)
         return self
 
     async def delete(self, key: str | None = None) -> None:
@@ -347,8 +343,30 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         op = ops.duplicate(document, self.key, self.version, readback=readback)
         copies = [type(self).model_validate_json(document) for _ in range(count)]
         plans = [copy._ss_plan([op], create=False) for copy in copies]
-        await type(self)._ss_write_many(copies, plans)
+        results = await type(self)._ss_write_many(copies, plans)
+        for copy, applied in zip(copies, results, strict=True):
+            copy._ss_keep_stored(op, applied)
         return copies
+
+    def _ss_adopt(self, document: str | bytes, where: str) -> None:
+        """Take every field from ``document``, the JSON text Redis holds at ``where``."""
+        try:
+            fresh = type(self).model_validate_json(document)
+        except ValueError as exc:
+            raise CorruptDocumentError(f"{where} does not validate: {exc}") from exc
+        self.__dict__.update(fresh.__dict__)
+        self.__pydantic_fields_set__.update(fresh.__pydantic_fields_set__)
+
+    def _ss_keep_stored(self, op: Op, applied: Applied) -> None:
+        """After a whole-document write: take the document as Redis stored it, where it differs.
+
+        ``applied.results[0]`` is that document when ``op`` asked to read it back (None inside a
+        pipeline, or when the model holds no floats); a double RedisJSON parsed a unit off is
+        the only difference there can be.
+        """
+        stored = applied.results[0]
+        if stored is not None and json.loads(stored) != ops.written(op):
+            self._ss_adopt(stored, self.key)
 
     def _ss_restore(self, before: dict[str, Any]) -> None:
         """Put back the fields as they were when ``before`` (a `redis_dump`) was taken."""
@@ -391,14 +409,16 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         try:
             (applied,) = await self._ss_send([plan])
         except DurabilityError:
-            await self._ss_unconfirmed()
+            await self._ss_reload()
             raise
         self._ss_applied(applied)
         return applied
 
     @classmethod
-    async def _ss_write_many(cls, models: Sequence[BaseRedisModel], plans: Sequence[Plan]) -> None:
-        """Run one plan per model in one round trip per primary, and record each write."""
+    async def _ss_write_many(
+        cls, models: Sequence[BaseRedisModel], plans: Sequence[Plan]
+    ) -> list[Applied]:
+        """Run one plan per model in one round trip per primary, record each write, return them."""
         try:
             results = await run_plans(cls._ss_client(), plans, cls.__ss_meta__.durability)
         except DurabilityError as exc:
@@ -407,9 +427,10 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
             raise
         for model, applied in zip(models, results, strict=True):
             model._ss_applied(applied)
+        return results
 
-    async def _ss_unconfirmed(self) -> None:
-        """After a write applied but not confirmed: show what Redis holds, then let it raise."""
+    async def _ss_reload(self) -> None:
+        """Show what Redis holds after a write (applied but not confirmed, or stored otherwise)."""
         object.__setattr__(self, "_ss_persisted", True)
         with contextlib.suppress(DocumentNotFoundError):  # a delete that went through
             await self.refresh()
@@ -457,10 +478,12 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         On entry the model is refreshed from Redis (if it is stored). Writes on any model are
         queued; operations that return something (``apop``, ``apopitem``, dict ``apop``,
         ``increase``) answer from the local state and make the exit check that the instance has
-        not changed since. At exit one instance is one atomic call; several are applied in one
-        MULTI/EXEC after WATCHing them, all or nothing (`ConcurrencyError` if another client
-        wrote meanwhile). If the block raises, nothing reaches Redis and every model touched
-        goes back to its local state before the pipeline. A pipeline inside a pipeline joins it.
+        not changed since (`ConcurrencyError` if another client wrote meanwhile). At exit
+        everything queued, on one instance or several, is one atomic function call that checks
+        every instance before its first write: all or nothing (on a cluster the instances must
+        share a slot, else `CrossSlotError` before anything is sent). If the block or the call
+        fails, every model touched goes back to its local state before the pipeline. A pipeline
+        inside a pipeline joins it.
         """
         if active_pipeline() is not None:
             yield self

@@ -59,6 +59,7 @@ __all__ = [
     "save",
     "set_value",
     "snapshot",
+    "written",
 ]
 
 #: A field's position in the document: model field names from the root, e.g. ("profile", "skills").
@@ -179,6 +180,27 @@ class Op:
     path: FieldPath
     args: tuple[str, ...] = ()
     readback: bool = False
+
+
+def written(op: Op) -> JSON:
+    """Return the value(s) ``op`` sends to be stored, as its read-back result holds them.
+
+    For an op with ``readback`` the write function returns the same value(s) as RedisJSON
+    stored them; where the two differ (a double parsed one unit off), the model adopts what
+    Redis holds. Only the types that take ``readback`` have a form here.
+    """
+    args = op.args
+    if op.type in ("saved", "duplicated", "set", "list.append"):
+        return json.loads(args[0])
+    if op.type == "list.extend":
+        return [json.loads(arg) for arg in args]
+    if op.type == "list.insert":
+        return json.loads(args[1])
+    if op.type == "dict.set_item":
+        return json.loads(args[2])
+    if op.type == "dict.update":
+        return {json.loads(args[i]): json.loads(args[i + 2]) for i in range(0, len(args), 3)}
+    raise ValueError(f"{op.type} has no read-back value")
 
 
 # --- constructors: the only way to make an Op ------------------------------------------------

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamstore.durability import Durability
-from streamstore.errors import DurabilityError
+from streamstore.errors import DurabilityError, UsageError
 from streamstore.executor import run_together
+from streamstore.operations import written
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -94,6 +96,16 @@ class Pipeline:
         entries = [entry for entry in self._queued.values() if entry.ops]
         if not entries:
             return
+        keys = [entry.model.key for entry in entries]
+        if len(set(keys)) < len(keys):
+            # Two objects of one instance would make two parts of one call that each read the
+            # same last seq and share one undo copy: refused before anything is sent.
+            self.restore()
+            twice = next(key for key in keys if keys.count(key) > 1)
+            raise UsageError(
+                f"{twice} is written through two different objects in one pipeline: "
+                "write each instance through one object"
+            )
         plans = [_plan(entry) for entry in entries]
         # Models of several classes: wait as long as the most demanding of them asks.
         durability = Durability.strictest(entry.model.__ss_meta__.durability for entry in entries)
@@ -102,19 +114,30 @@ class Pipeline:
         except DurabilityError:
             # Applied, only not confirmed: the models show what Redis now holds.
             for entry in entries:
-                await entry.model._ss_unconfirmed()
+                await entry.model._ss_reload()
             raise
         except BaseException:
             self.restore()
             raise
         for entry, result in zip(entries, applied, strict=True):
             entry.model._ss_applied(result)
+            if _stored_otherwise(entry.ops, result.results):
+                # A double RedisJSON parsed a unit off: one read makes the model what Redis holds.
+                await entry.model._ss_reload()
 
     def restore(self) -> None:
         """Put every model touched back to its local state before the pipeline."""
         for entry in self._queued.values():
             entry.model.__dict__.clear()
             entry.model.__dict__.update(entry.before)
+
+
+def _stored_otherwise(batch: Sequence[Op], results: Sequence[str | None]) -> bool:
+    """Tell whether Redis stored some value of ``batch`` other than the one sent (read back)."""
+    return any(
+        op.readback and stored is not None and json.loads(stored) != written(op)
+        for op, stored in zip(batch, results, strict=True)
+    )
 
 
 def _plan(entry: _Queued) -> Plan:

@@ -21,6 +21,7 @@ from streamstore.errors import ConfigurationError, UsageError
 from streamstore.executor import list_members, run_plans
 from streamstore.meta import checked_int, checked_ttl
 from streamstore.model import BaseRedisModel
+from streamstore.operations import Op
 from streamstore.plan import PERSIST, Plan
 from streamstore.schema import codec_for, field_codec, model_json
 
@@ -73,13 +74,15 @@ class TableModel(BaseRedisModel):
             raise UsageError(f"{cls.__name__}.insert takes {cls.__name__} instances")
         if not records:
             return
-        plans = [record._ss_save_plan(ttl) for record in records]
-        await cls._ss_write_many(records, plans)
+        saves = [record._ss_save_plan(ttl) for record in records]
+        results = await cls._ss_write_many(records, [plan for _, plan in saves])
+        for record, (op, _), applied in zip(records, saves, results, strict=True):
+            record._ss_keep_stored(op, applied)
 
-    def _ss_save_plan(self, ttl: int) -> Plan:
+    def _ss_save_plan(self, ttl: int) -> tuple[Op, Plan]:
         """Plan writing this record whole (a ``saved`` event) with ``ttl``: insert's unit."""
-        readback = codec_for(type(self)).may_hold_floats
-        return self._ss_plan([ops.save(model_json(self), readback=readback)], create=False, ttl=ttl)
+        op = ops.save(model_json(self), readback=codec_for(type(self)).may_hold_floats)
+        return op, self._ss_plan([op], create=False, ttl=ttl)
 
     @classmethod
     async def update(

@@ -322,3 +322,21 @@ async def test_an_instance_of_a_call_that_fails_is_named_in_the_error(redis):
     with pytest.raises(StreamStoreError, match="gone"):
         await run_together(type(a)._ss_client(), plans)
     assert await state(redis, a, b) == before
+
+
+async def test_one_instance_through_two_objects_in_a_pipeline_is_refused_before_sending(redis):
+    # Two parts of one call for one instance would each take the same next seq.
+    a = await saved(name="a")
+    other = Account(name="a")
+    other.pk = a.pk
+    before = await state(redis, a)
+
+    async def two_objects() -> None:
+        async with a.pipeline():
+            await a.tags.aappend("x")
+            await other.meta.aset_item("k", "v")
+
+    with pytest.raises(UsageError, match="two different objects"):
+        await two_objects()
+    assert await state(redis, a) == before
+    assert (a.tags, other.meta) == ([], {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,11 +14,19 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from clients import async_client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from streamstore import BaseRedisModel, DocumentNotFoundError, StreamStoreError
+from streamstore import (
+    BaseRedisModel,
+    ConcurrencyError,
+    DocumentNotFoundError,
+    KeyMissingError,
+    StreamStoreError,
+    UsageError,
+    ValueRangeError,
+)
 from streamstore.projections import fold
 from streamstore.projections.diff import differences
 
@@ -218,6 +227,216 @@ def test_as_of_verify_and_rebuild_agree_with_what_redis_stored_at_every_step(
         redis = async_client(redis_url)
         try:
             await check_replay(redis, Snapped(), ops)
+        finally:
+            await redis.aclose()
+
+    loop.run_until_complete(scenario())
+
+
+# --- a pipeline over several instances: all of them or none, whatever fails inside Redis -------
+
+
+class PropPipe(BaseRedisModel):
+    """One partition and its own key prefix: its instances share a slot, also on a cluster."""
+
+    name: str = ""
+    n: int = 0
+    tags: list[str] = Field(default_factory=list)
+    queue: list[int] = Field(default_factory=list)
+    meta: dict[str, int] = Field(default_factory=dict)
+
+    class Meta:
+        partitions = 1
+        key_prefix = "PropPipe"
+
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+#: Starting values of ``n``: small ones, and ones a stale handle's increase can push past 64 bits
+#: (the pipeline's own increases, at most 8 x 100, never reach the edge).
+BIG = 10**6
+pipe_keys = st.sampled_from(["a", "b", "c"])  # few keys: a deleted key is often missing
+pipe_instance = st.fixed_dictionaries(
+    {
+        "name": texts,
+        "n": st.one_of(
+            st.integers(min_value=-1000, max_value=1000),
+            st.sampled_from([INT64_MAX - BIG, INT64_MIN + BIG]),
+        ),
+        "tags": st.lists(texts, max_size=3),
+        "queue": st.lists(st.integers(min_value=-5, max_value=5), min_size=1, max_size=3),
+        "meta": st.dictionaries(pipe_keys, st.integers(min_value=-9, max_value=9), max_size=3),
+    }
+)
+which = st.integers(min_value=0, max_value=2)  # the instance, modulo how many there are
+pipe_operation = st.one_of(
+    st.tuples(st.just("set_name"), which, texts),
+    st.tuples(st.just("increase"), which, st.integers(min_value=-100, max_value=100)),
+    st.tuples(st.just("append"), which, texts),
+    st.tuples(st.just("extend"), which, st.lists(texts, max_size=3)),
+    st.tuples(st.just("insert"), which, indexes, texts),
+    st.tuples(st.just("pop"), which, indexes),
+    st.tuples(st.just("set_item"), which, pipe_keys, st.integers(min_value=-9, max_value=9)),
+    # Refused by Redis when the key is not there (the pipeline does not check it locally).
+    st.tuples(st.just("del_item"), which, pipe_keys),
+    # Refused by Redis: an increase that leaves 64 bits on the server, not by the local value.
+    st.tuples(st.just("overflow"), which),
+    # Refused by Redis: a pop by a handle that read the list before the server's was emptied.
+    st.tuples(st.just("stale_pop"), which),
+)
+
+
+@dataclasses.dataclass
+class Handles:
+    """Per instance: the model the pipeline writes through, and two handles that lag behind it."""
+
+    main: PropPipe
+    stale: PropPipe  # read after save, before ``queue`` was cleared: its pops are refused
+    blank: PropPipe  # never read: its local ``n`` is 0, whatever the server holds
+    overflowed: bool = False
+
+
+async def pipe_state(redis: aioredis.Redis, *models: PropPipe) -> list[Any]:
+    """Everything a write could change: per instance its document, stream and feed."""
+    found = []
+    for model in models:
+        keys = model._ss_instance_keys()
+        found += [
+            await redis.execute_command("JSON.GET", keys.doc),
+            await redis.xrange(keys.stream),
+            await redis.xrange(keys.feed),
+        ]
+    return found
+
+
+async def stored(redis: aioredis.Redis, model: PropPipe) -> Any:
+    raw = await redis.execute_command("JSON.GET", model.key)
+    return None if raw is None else json.loads(raw)
+
+
+async def prepared(fields: dict[str, Any]) -> Handles:
+    main = PropPipe(**fields)
+    await main.save()
+    stale = await PropPipe.get(main.key)
+    await main.queue.aclear()  # the server's queue is empty now; ``stale`` still sees items
+    blank = PropPipe()
+    blank.pk = main.pk
+    return Handles(main, stale, blank)
+
+
+async def pop_tag(handles: Handles, index: int) -> bool:
+    tags = handles.main.tags
+    if tags:  # an index the local list has (the pipeline checks it locally)
+        await tags.apop(index if -len(tags) <= index < len(tags) else 0)
+    return False
+
+
+async def del_item(handles: Handles, key: str) -> bool:
+    missing = key not in handles.main.meta  # the local dict follows what is queued before it
+    await handles.main.meta.adel_item(key)
+    return missing
+
+
+async def overflow(handles: Handles) -> bool:
+    start = int(handles.stale.n)  # what the server held before the pipeline
+    if handles.overflowed or abs(start) < BIG:
+        return False
+    handles.overflowed = True
+    # Past the edge by far more than the pipeline's own increases can take back.
+    by = INT64_MAX - start + BIG // 2 if start > 0 else INT64_MIN - start - BIG // 2
+    await handles.blank.n.increase(by)
+    return True
+
+
+async def stale_pop(handles: Handles) -> bool:
+    if not handles.stale.queue:
+        return False
+    await handles.stale.queue.apop(0)
+    return True
+
+
+async def applied(write: Awaitable[Any]) -> bool:
+    await write
+    return False
+
+
+# Each operation queues its write(s) and answers whether Redis must refuse them. All of them
+# pass the local checks (skipped where they would not): what fails, fails inside Redis.
+PIPE_ACTIONS: dict[str, Callable[..., Awaitable[bool]]] = {
+    "set_name": lambda h, v: applied(h.main.name.set(v)),
+    "increase": lambda h, by: applied(h.main.n.increase(by)),
+    "append": lambda h, v: applied(h.main.tags.aappend(v)),
+    "extend": lambda h, vs: applied(h.main.tags.aextend(vs)),
+    "insert": lambda h, i, v: applied(h.main.tags.ainsert(i, v)),
+    "pop": pop_tag,
+    "set_item": lambda h, k, v: applied(h.main.meta.aset_item(k, v)),
+    "del_item": del_item,
+    "overflow": overflow,
+    "stale_pop": stale_pop,
+}
+
+
+async def check_pipeline(
+    redis: aioredis.Redis, instances: list[dict[str, Any]], ops: list[tuple[Any, ...]]
+) -> None:
+    handles = [await prepared(fields) for fields in instances]
+    mains = [h.main for h in handles]
+    every = [model for h in handles for model in (h.main, h.stale, h.blank)]
+    before = await pipe_state(redis, *mains)
+    local_before = [model.model_dump() for model in every]
+    refused = False
+    queued_all = False
+    error: StreamStoreError | None = None
+    try:
+        async with mains[0].pipeline():
+            for name, index, *args in ops:
+                refused |= await PIPE_ACTIONS[name](handles[index % len(handles)], *args)
+            queued_all = True
+    except StreamStoreError as caught:
+        error = caught
+    assert queued_all, f"refused in Python, not by Redis: {error!r}"
+    assert refused == (error is not None), f"refusal expected: {refused}, got: {error!r}"
+    if error is not None:
+        # Nothing of any instance changed: documents, streams, feeds; nor the local models.
+        assert await pipe_state(redis, *mains) == before, f"a refused pipeline wrote ({error!r})"
+        assert [model.model_dump() for model in every] == local_before
+        assert isinstance(error, KeyMissingError | ValueRangeError | ConcurrencyError | UsageError), error
+    else:
+        for main in mains:
+            assert main.model_dump() == await stored(redis, main)
+    for main in mains:
+        assert fold(await main.history()) == await stored(redis, main)
+
+
+@settings(
+    max_examples=int(os.environ.get("STREAMSTORE_PROPERTY_EXAMPLES", "200")) // 5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    instances=st.lists(pipe_instance, min_size=2, max_size=3),
+    ops=st.lists(pipe_operation, min_size=1, max_size=8),
+)
+# Found by this property: two handles on one instance in one pipeline (the model the pipeline
+# writes through, then a handle whose increase Redis refuses after the first one's operations
+# ran). The refused call leaves the appended item in the document, with no event for it.
+@example(
+    instances=[
+        {"name": "", "n": INT64_MAX - BIG, "tags": [], "queue": [0], "meta": {}},
+        {"name": "", "n": 0, "tags": [], "queue": [0], "meta": {}},
+    ],
+    ops=[("append", 0, ""), ("overflow", 0)],
+)
+def test_a_pipeline_over_several_instances_applies_all_of_it_or_nothing(
+    loop: asyncio.AbstractEventLoop,
+    redis_url: str,
+    instances: list[dict[str, Any]],
+    ops: list[tuple[Any, ...]],
+) -> None:
+    async def scenario() -> None:
+        redis = async_client(redis_url)
+        try:
+            await check_pipeline(redis, instances, ops)
         finally:
             await redis.aclose()
 
