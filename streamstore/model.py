@@ -365,7 +365,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         the only difference there can be.
         """
         stored = applied.results[0]
-        if stored is not None and json.loads(stored) != ops.written(op):
+        if stored is not None and ops.stored_otherwise(op, stored):
             self._ss_adopt(stored, self.key)
 
     def _ss_restore(self, before: dict[str, Any]) -> None:

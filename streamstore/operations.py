@@ -59,7 +59,7 @@ __all__ = [
     "save",
     "set_value",
     "snapshot",
-    "written",
+    "stored_otherwise",
 ]
 
 #: A field's position in the document: model field names from the root, e.g. ("profile", "skills").
@@ -182,25 +182,29 @@ class Op:
     readback: bool = False
 
 
-def written(op: Op) -> JSON:
-    """Return the value(s) ``op`` sends to be stored, as its read-back result holds them.
+def stored_otherwise(op: Op, stored: str | bytes | None) -> bool:
+    """Tell whether ``stored``, ``op``'s read-back result, differs from the value(s) it sent.
 
-    For an op with ``readback`` the write function returns the same value(s) as RedisJSON
-    stored them; where the two differ (a double parsed one unit off), the model adopts what
-    Redis holds. Only the types that take ``readback`` have a form here.
+    For an op with ``readback`` the write function returns the value(s) as RedisJSON stored
+    them (None: nothing read back, or queued in a pipeline); they differ only where a double
+    was parsed one unit off, and then the model takes what Redis holds.
     """
+    if stored is None or not op.readback:
+        return False
     args = op.args
     if op.type in ("saved", "duplicated", "set", "list.append"):
-        return json.loads(args[0])
-    if op.type == "list.extend":
-        return [json.loads(arg) for arg in args]
-    if op.type == "list.insert":
-        return json.loads(args[1])
-    if op.type == "dict.set_item":
-        return json.loads(args[2])
-    if op.type == "dict.update":
-        return {json.loads(args[i]): json.loads(args[i + 2]) for i in range(0, len(args), 3)}
-    raise ValueError(f"{op.type} has no read-back value")
+        sent: JSON = json.loads(args[0])
+    elif op.type == "list.extend":
+        sent = [json.loads(arg) for arg in args]
+    elif op.type == "list.insert":
+        sent = json.loads(args[1])
+    elif op.type == "dict.set_item":
+        sent = json.loads(args[2])
+    elif op.type == "dict.update":
+        sent = {json.loads(args[i]): json.loads(args[i + 2]) for i in range(0, len(args), 3)}
+    else:
+        raise ValueError(f"{op.type} has no read-back value")
+    return bool(json.loads(stored) != sent)
 
 
 # --- constructors: the only way to make an Op ------------------------------------------------

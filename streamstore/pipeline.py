@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from streamstore.durability import Durability
 from streamstore.errors import DurabilityError, UsageError
 from streamstore.executor import run_together
-from streamstore.operations import written
+from streamstore.operations import stored_otherwise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -121,7 +120,8 @@ class Pipeline:
             raise
         for entry, result in zip(entries, applied, strict=True):
             entry.model._ss_applied(result)
-            if _stored_otherwise(entry.ops, result.results):
+            pairs = zip(entry.ops, result.results, strict=True)
+            if any(stored_otherwise(op, stored) for op, stored in pairs):
                 # A double RedisJSON parsed a unit off: one read makes the model what Redis holds.
                 await entry.model._ss_reload()
 
@@ -130,14 +130,6 @@ class Pipeline:
         for entry in self._queued.values():
             entry.model.__dict__.clear()
             entry.model.__dict__.update(entry.before)
-
-
-def _stored_otherwise(batch: Sequence[Op], results: Sequence[str | None]) -> bool:
-    """Tell whether Redis stored some value of ``batch`` other than the one sent (read back)."""
-    return any(
-        op.readback and stored is not None and json.loads(stored) != written(op)
-        for op, stored in zip(batch, results, strict=True)
-    )
 
 
 def _plan(entry: _Queued) -> Plan:

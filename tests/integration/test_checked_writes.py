@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from instance_state import instance_state
 from pydantic import Field
 
 from streamstore import (
@@ -46,19 +47,6 @@ class Account(BaseRedisModel):
         key_prefix = "CheckedAccount"
 
 
-async def state(redis: Client, *models: Account) -> list[Any]:
-    """Everything a write could change: per instance its document, stream and feed."""
-    found = []
-    for model in models:
-        keys = model._ss_instance_keys()
-        found += [
-            await redis.execute_command("JSON.GET", keys.doc),
-            await redis.xrange(keys.stream),
-            await redis.xrange(keys.feed),
-        ]
-    return found
-
-
 async def assert_fold_is_document(redis: Client, model: Account) -> None:
     raw = await redis.execute_command("JSON.GET", model.key)
     assert fold(await model.history()) == (None if raw is None else json.loads(raw))
@@ -81,7 +69,7 @@ async def saved(**fields: Any) -> Account:
 
 async def test_a_pipeline_writes_no_instance_when_a_later_one_fails_inside_redis(redis):
     a, b = await saved(name="a"), await saved(name="b")
-    before = await state(redis, a, b)
+    before = await instance_state(redis, a, b)
 
     async def append_then_delete_missing() -> None:
         async with a.pipeline():
@@ -90,13 +78,13 @@ async def test_a_pipeline_writes_no_instance_when_a_later_one_fails_inside_redis
 
     with pytest.raises(KeyMissingError):
         await append_then_delete_missing()
-    assert await state(redis, a, b) == before
+    assert await instance_state(redis, a, b) == before
     assert a.tags == [] and b.meta == {}  # local state is back where it was before the block
 
 
 async def test_a_pipeline_writes_no_instance_when_the_first_one_fails_inside_redis(redis):
     a, b = await saved(name="a"), await saved(name="b")
-    before = await state(redis, a, b)
+    before = await instance_state(redis, a, b)
 
     async def fail_first() -> None:
         async with a.pipeline():
@@ -106,7 +94,7 @@ async def test_a_pipeline_writes_no_instance_when_the_first_one_fails_inside_red
 
     with pytest.raises(KeyMissingError):
         await fail_first()
-    assert await state(redis, a, b) == before
+    assert await instance_state(redis, a, b) == before
     assert (b.tags, b.name) == ([], "b")
 
 
@@ -142,10 +130,10 @@ async def test_a_batch_on_a_created_instance_leaves_no_document_when_it_fails(re
 async def test_a_write_after_a_foreign_last_entry_is_refused_whole(redis):
     model = await saved(name="x")
     await redis.xadd(model.stream_key, {"hello": "world"})
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(CorruptEventError, match="not a streamstore event"):
         await model.name.set("y")
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 @pytest.mark.parametrize(
@@ -162,10 +150,10 @@ async def test_a_write_after_a_foreign_last_entry_is_refused_whole(redis):
 async def test_a_malformed_last_entry_stops_the_next_write(redis, fields):
     model = await saved(name="x")
     await redis.xadd(model.stream_key, fields)
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(CorruptEventError):
         await model.tags.aappend("t")
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 async def test_a_last_entry_naming_a_field_twice_stops_the_next_write(redis):
@@ -176,10 +164,10 @@ async def test_a_last_entry_naming_a_field_twice_stops_the_next_write(redis):
     }
     flat = [part for pair in fields.items() for part in pair] + ["seq", "7"]
     await redis.execute_command("XADD", model.stream_key, "*", *flat)
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(CorruptEventError, match="eight fields"):
         await model.tags.aappend("t")
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 @pytest.mark.parametrize("which", ["feed", "index", "expiry", "doc"])
@@ -198,20 +186,20 @@ async def test_a_stream_with_no_room_for_newer_ids_is_refused(redis):
     await redis.xadd(
         model.stream_key, await first_entry(redis, model, seq="2"), id="9999999999999999-0"
     )
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(StoredDataError, match="no room"):
         await model.name.set("y")
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 async def test_a_feed_whose_ids_are_exhausted_is_refused(redis):
     model = await saved(name="x")
     top = "18446744073709551615-18446744073709551615"
     await redis.xadd(model._ss_instance_keys().feed, {"pk": "other"}, id=top)
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(StoredDataError, match="no room"):
         await model.name.set("y")
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 async def test_a_stream_whose_last_id_is_in_the_future_still_takes_writes_in_order(redis):
@@ -234,10 +222,10 @@ async def test_an_increment_that_overflows_64_bits_is_refused_and_the_value_kept
     model = await saved(n=2**63 - 2)
     stale = Account()  # a second handle whose local value (0) cannot see the overflow coming
     stale.pk = model.pk
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(ValueRangeError, match="out of range"):
         await stale.n.increase(5)
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
     assert stale.n == 0
 
 
@@ -245,10 +233,10 @@ async def test_a_negative_overflow_is_refused_too(redis):
     model = await saved(n=-(2**63) + 1)
     stale = Account()
     stale.pk = model.pk
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(ValueRangeError):
         await stale.n.increase(-2)
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 async def test_an_extend_far_beyond_luas_unpack_limit_is_one_event(redis):
@@ -299,10 +287,10 @@ HOSTILE = [
 async def test_hostile_arguments_are_refused_before_anything_is_written(redis, position, value):
     model = await saved(tags=["a", "b"])
     plan = model._ss_plan([ops.list_pop(("tags",), 0)], create=False)
-    before = await state(redis, model)
+    before = await instance_state(redis, model)
     with pytest.raises(UsageError, match="refused by the server before writing"):
         await run_plan(type(model)._ss_client(), hand_made(plan, position, value))
-    assert await state(redis, model) == before
+    assert await instance_state(redis, model) == before
 
 
 async def test_trailing_arguments_are_refused(redis):
@@ -318,10 +306,10 @@ async def test_an_instance_of_a_call_that_fails_is_named_in_the_error(redis):
         a._ss_plan([ops.set_value(("name",), '"a2"')], create=False),
         b._ss_plan([ops.dict_del_item(("meta",), "gone")], create=False),
     ]
-    before = await state(redis, a, b)
+    before = await instance_state(redis, a, b)
     with pytest.raises(StreamStoreError, match="gone"):
         await run_together(type(a)._ss_client(), plans)
-    assert await state(redis, a, b) == before
+    assert await instance_state(redis, a, b) == before
 
 
 async def test_one_instance_through_two_objects_in_a_pipeline_is_refused_before_sending(redis):
@@ -329,7 +317,7 @@ async def test_one_instance_through_two_objects_in_a_pipeline_is_refused_before_
     a = await saved(name="a")
     other = Account(name="a")
     other.pk = a.pk
-    before = await state(redis, a)
+    before = await instance_state(redis, a)
 
     async def two_objects() -> None:
         async with a.pipeline():
@@ -338,5 +326,5 @@ async def test_one_instance_through_two_objects_in_a_pipeline_is_refused_before_
 
     with pytest.raises(UsageError, match="two different objects"):
         await two_objects()
-    assert await state(redis, a) == before
+    assert await instance_state(redis, a) == before
     assert (a.tags, other.meta) == ([], {})

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from clients import async_client
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from instance_state import instance_state
 from pydantic import BaseModel, Field
 
 from streamstore import (
@@ -296,19 +297,6 @@ class Handles:
     overflowed: bool = False
 
 
-async def pipe_state(redis: aioredis.Redis, *models: PropPipe) -> list[Any]:
-    """Everything a write could change: per instance its document, stream and feed."""
-    found = []
-    for model in models:
-        keys = model._ss_instance_keys()
-        found += [
-            await redis.execute_command("JSON.GET", keys.doc),
-            await redis.xrange(keys.stream),
-            await redis.xrange(keys.feed),
-        ]
-    return found
-
-
 async def stored(redis: aioredis.Redis, model: PropPipe) -> Any:
     raw = await redis.execute_command("JSON.GET", model.key)
     return None if raw is None else json.loads(raw)
@@ -382,7 +370,7 @@ async def check_pipeline(
     handles = [await prepared(fields) for fields in instances]
     mains = [h.main for h in handles]
     every = [model for h in handles for model in (h.main, h.stale, h.blank)]
-    before = await pipe_state(redis, *mains)
+    before = await instance_state(redis, *mains)
     local_before = [model.model_dump() for model in every]
     refused = False
     queued_all = False
@@ -398,9 +386,13 @@ async def check_pipeline(
     assert refused == (error is not None), f"refusal expected: {refused}, got: {error!r}"
     if error is not None:
         # Nothing of any instance changed: documents, streams, feeds; nor the local models.
-        assert await pipe_state(redis, *mains) == before, f"a refused pipeline wrote ({error!r})"
+        assert await instance_state(redis, *mains) == before, (
+            f"a refused pipeline wrote ({error!r})"
+        )
         assert [model.model_dump() for model in every] == local_before
-        assert isinstance(error, KeyMissingError | ValueRangeError | ConcurrencyError | UsageError), error
+        assert isinstance(
+            error, KeyMissingError | ValueRangeError | ConcurrencyError | UsageError
+        ), error
     else:
         for main in mains:
             assert main.model_dump() == await stored(redis, main)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 import pytest
 from pydantic import Field
+from sample_models import stored
 
 from streamstore import BaseRedisModel
 from streamstore.projections.fold import fold
@@ -28,12 +28,8 @@ class Gauge(BaseRedisModel):
         partitions = 1
 
 
-async def stored(redis: Any, model: Gauge) -> Any:
-    return json.loads(await redis.execute_command("JSON.GET", model.key))
-
-
 async def assert_local_is_stored(redis: Any, model: Gauge) -> None:
-    document = await stored(redis, model)
+    document = await stored(redis, model.key)
     assert model.redis_dump() == document
     assert fold(await model.history()) == document
 
@@ -41,8 +37,8 @@ async def assert_local_is_stored(redis: Any, model: Gauge) -> None:
 async def test_redisjson_stores_some_of_these_doubles_a_unit_off(redis):
     model = Gauge(xs=VALUES)
     await model.save()
-    assert (await stored(redis, model))["xs"] != VALUES  # else the tests below prove nothing
-    assert model.xs == (await stored(redis, model))["xs"]
+    assert (await stored(redis, model.key))["xs"] != VALUES  # else the tests below prove nothing
+    assert model.xs == (await stored(redis, model.key))["xs"]
 
 
 @pytest.mark.parametrize(
