@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from streamstore.operations import JSON, bracket_key
+from streamstore.operations import JSON
+from streamstore.paths import bracket_key
 
 __all__ = ["JsonPath", "differences", "pointer", "redisjson_path", "render_path"]
 

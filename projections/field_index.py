@@ -45,7 +45,8 @@ from streamstore.errors import DocumentNotFoundError, FieldTypeError, UsageError
 from streamstore.events import Event, loads, text
 from streamstore.executor import get_path, read_heads, scan_keys
 from streamstore.keys import IndexKeys, index_keys
-from streamstore.operations import JSON, OPERATIONS, FieldPath, json_path
+from streamstore.operations import JSON, OPERATIONS
+from streamstore.paths import FieldPath, json_path
 from streamstore.projections.history import field_path
 from streamstore.projections.subscriber import Change, Subscriber
 from streamstore.routing import send
@@ -330,9 +331,7 @@ async def rebuild_index(model: type[BaseRedisModel], *fields: str) -> int:
     return read
 
 
-async def _remove_stale(
-    client: Client, model: type[BaseRedisModel], field: str, as_of: str
-) -> int:
+async def _remove_stale(client: Client, model: type[BaseRedisModel], field: str, as_of: str) -> int:
     """Remove the entries of ``field`` whose document does not exist; return how many."""
     keys = _keys(model)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from streamstore.errors import CorruptEventError
 from streamstore.events import Event, text
-from streamstore.operations import OPERATIONS, FieldPath, event_path
+from streamstore.operations import OPERATIONS
+from streamstore.paths import FieldPath, event_path
 
 __all__ = ["apply_change", "apply_event", "fold", "fold_changes"]
 

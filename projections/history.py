@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamstore.errors import CorruptEventError, UsageError
 from streamstore.events import corrupt, decode_entry, in_stream, text
-from streamstore.operations import FieldPath
+from streamstore.paths import FieldPath
 from streamstore.projections.upcasting import Upcaster
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from streamstore.projections.history import field_path
 
 if TYPE_CHECKING:
     from streamstore.model import BaseRedisModel
-    from streamstore.operations import FieldPath
+    from streamstore.paths import FieldPath
 
 __all__ = ["Change", "Handler", "Subscriber", "change_of", "subscriber"]
 

@@ -16,7 +16,8 @@ from typing import Any, TypeAlias
 
 from streamstore.errors import ConfigurationError
 from streamstore.events import Event
-from streamstore.operations import JSON, OPERATIONS, FieldPath, event_path
+from streamstore.operations import JSON, OPERATIONS
+from streamstore.paths import FieldPath, event_path
 
 __all__ = [
     "Upcaster",

@@ -34,7 +34,10 @@
 -- ARGV: instance count, then per instance: pk, meta, layout version, model version,
 --   ttl seconds (0 = leave, -1 = persist), feed maxlen, expected seq ('' = none),
 --   create-if-missing document ('' = none), snapshot every n events (0 = never), op count,
---   then per op: type, event path, json path, flags ('r': read back), n, and n arguments.
+--   then per op: type, event path, json path, flags, n, and n arguments. The flags are the
+--   operation's row in streamstore/operations.py: 'r' read the value(s) back, 'd' fails without
+--   a document, 'x' makes or removes the document (lists or unlists the instance).
+--   Each handler below holds only what runs in Redis; what the type means lives in that row.
 -- Reply: per instance { {stream id, seq, type}..., results..., last seq }.
 --
 -- More functions serve the read side (streamstore/projections): `streamstore_read` returns a
@@ -322,8 +325,12 @@ local function parse_instance(KEYS, ARGV, number, pos)
   for _ = 1, count do
     local n = ARGV[pos + 4] and integer(ARGV[pos + 4], 0, #ARGV - pos - 4, 'argument count')
     if not n then fail('USAGE', 'an operation lacks its arguments') end
-    local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2],
-      rb = ARGV[pos + 3] == 'r', args = {} }
+    local flags = ARGV[pos + 3]
+    if string.find(flags, '[^rdx]') then fail('USAGE', 'unknown operation flags ' .. flags) end
+    local op = { type = ARGV[pos], path = ARGV[pos + 1], jpath = ARGV[pos + 2], args = {},
+      rb = string.find(flags, 'r', 1, true) ~= nil,
+      needs_doc = string.find(flags, 'd', 1, true) ~= nil,
+      existence = string.find(flags, 'x', 1, true) ~= nil }
     for j = 1, n do op.args[j] = ARGV[pos + 4 + j] end
     local row = OPS[op.type]
     if not row then fail('USAGE', 'unknown operation ' .. tostring(op.type)) end
@@ -365,7 +372,7 @@ local function read_state(inst)
   inst.existed = inst.exists
   if inst.create and not inst.exists then
     table.insert(inst.ops, 1, { type = 'saved', row = OPS['saved'], path = '$', jpath = '$',
-      args = { inst.create }, implicit = true, rb = true })
+      args = { inst.create }, implicit = true, rb = true, existence = true })
   end
   inst.seq, inst.last_ms, inst.last_id_full = 0, 0, false
   local last = newest(inst.stream)
@@ -392,9 +399,7 @@ local function read_state(inst)
   end
   inst.lists = false
   for _, op in ipairs(inst.ops) do
-    if op.type == 'saved' or op.type == 'deleted' or op.type == 'duplicated' then
-      inst.lists = true
-    end
+    if op.existence then inst.lists = true end
   end
   if inst.lists or inst.ttl ~= 0 then
     require_key_type(inst.index, 'zset', 'a sorted set')
@@ -457,10 +462,7 @@ local function run_ops(inst)
   end
   inst.touched = true
   for _, op in ipairs(inst.ops) do
-    if op.type ~= 'saved' and op.type ~= 'duplicated'
-        and not (op.type == 'deleted' and op.args[1] == 'if-exists') and not inst.exists then
-      fail('NOT_FOUND', op.path)
-    end
+    if op.needs_doc and not inst.exists then fail('NOT_FOUND', op.path) end
     local data, result = op.row.run(op)
     inst.exists = op.type ~= 'deleted' and (inst.exists or data ~= nil)
     if data then inst.events[#inst.events + 1] = { op.type, op.path, data } end

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from streamstore import operations as ops
+from streamstore import paths
 from streamstore.enabled import RedisEnabledModel
 from streamstore.errors import UnsafeKeyError
 
@@ -64,7 +65,7 @@ def _grew(old: list[Any], new: list[Any]) -> bool:
 def _dict_changes(
     model: RedisEnabledModel,
     name: str,
-    path: ops.FieldPath,
+    path: paths.FieldPath,
     old: dict[str, Any],
     new: dict[str, Any],
 ) -> list[Op]:

@@ -19,6 +19,7 @@ from typing import (
 from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict
 
 from streamstore import operations as ops
+from streamstore import paths
 from streamstore.errors import (
     ConfigurationError,
     DocumentNotFoundError,
@@ -31,7 +32,7 @@ from streamstore.schema import JSON_CONFIG, container_codecs, field_codec
 
 if TYPE_CHECKING:
     from streamstore.events import Event
-    from streamstore.operations import FieldPath
+    from streamstore.paths import FieldPath
     from streamstore.schema import Codec, ContainerCodecs
 
 __all__ = ["ENABLED_CONFIG", "RedisEnabledModel", "nested_variant"]
@@ -244,9 +245,9 @@ class RedisEnabledModel(BaseModel):
 
     async def _ss_read(self, name: str) -> str:
         root, path = self._ss_locate(name)
-        raw = await get_path(root._ss_client(), root.key, ops.json_path(path))
+        raw = await get_path(root._ss_client(), root.key, paths.json_path(path))
         if raw is None:
-            raise DocumentNotFoundError(f"{root.key} has no {ops.event_path(path)}")
+            raise DocumentNotFoundError(f"{root.key} has no {paths.event_path(path)}")
         return raw
 
     def _ss_store(self, name: str, value: Any) -> None:

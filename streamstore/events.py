@@ -15,10 +15,18 @@ import orjson
 
 from streamstore.errors import CorruptEventError
 from streamstore.keys import FEED_FIELDS, REQUIRED_EVENT_FIELDS
-from streamstore.operations import OPERATIONS, FieldPath, parse_event_path
+from streamstore.operations import (
+    ARRAY,
+    INTEGER,
+    INTEGER_OR_NULL,
+    NUMBER,
+    OBJECT,
+    OPERATIONS,
+    STRING,
+)
+from streamstore.paths import FieldPath, parse_event_path
 
 __all__ = [
-    "DATA_SHAPES",
     "FEED_LAYOUT",
     "STREAM_LAYOUT",
     "Entry",
@@ -167,12 +175,12 @@ def data_fits(kind: str, data: Any) -> bool:
 def check_data(kind: str, data: Any) -> str | None:
     """Tell what is wrong with ``data`` as the data of an event of type ``kind`` (None: fine).
 
-    The keys each event type's data holds, and the types the fold relies on, as
-    docs/events.md lists them. Every type of the operations table has a row.
+    The keys each event type's data holds, and the types the fold relies on: the ``data`` of
+    its row in the operations table (docs/events.md lists them).
     """
     if type(data) is not dict:
         return f"data is {_json_type(data)}, not an object"
-    shape = DATA_SHAPES[kind]
+    shape = OPERATIONS[kind].data
     for key, wanted in shape.items():
         if key not in data:
             return f"data lacks {key!r} (a {kind} event has {sorted(shape)})"
@@ -181,36 +189,7 @@ def check_data(kind: str, data: Any) -> str | None:
     return None
 
 
-#: What a decoded JSON value may be, by Python type (a JSON true/false is bool, never int).
-OBJECT, ARRAY, STRING = frozenset({dict}), frozenset({list}), frozenset({str})
-INTEGER, NUMBER, INTEGER_OR_NULL = (
-    frozenset({int}),
-    frozenset({int, float}),
-    frozenset({int, type(None)}),
-)
-
-#: Per event type, the keys its data must hold and what each may be (None: any JSON value).
-DATA_SHAPES: dict[str, dict[str, frozenset[type] | None]] = {
-    "saved": {},
-    "deleted": {},
-    "duplicated": {"document": OBJECT, "source": STRING, "source_seq": INTEGER_OR_NULL},
-    "snapshot": {"document": OBJECT},
-    "set": {"value": None},
-    "number.incr": {"by": NUMBER, "value": NUMBER},
-    "list.append": {"value": None},
-    "list.extend": {"values": ARRAY},
-    "list.insert": {"index": INTEGER, "value": None},
-    "list.pop": {"index": INTEGER, "value": None},
-    "list.clear": {},
-    "dict.set_item": {"key": STRING, "value": None},
-    "dict.update": {"items": OBJECT},
-    "dict.del_item": {"key": STRING, "value": None},
-    "dict.pop": {"key": STRING, "value": None},
-    "dict.popitem": {"key": STRING, "value": None},
-    "dict.clear": {},
-}
-
-_ALLOWED = {kind: tuple(shape.items()) for kind, shape in DATA_SHAPES.items()}
+_ALLOWED = {kind: tuple(row.data.items()) for kind, row in OPERATIONS.items()}
 
 _TYPE_NAMES: dict[frozenset[type], str] = {
     OBJECT: "an object",

@@ -21,13 +21,14 @@ from streamstore.errors import (
     ValueRangeError,
 )
 from streamstore.keys import check_text
-from streamstore.pipeline import Pipeline, active_pipeline
+from streamstore.pipeline import active_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from streamstore.events import Event
-    from streamstore.operations import FieldPath, Op
+    from streamstore.operations import Op
+    from streamstore.paths import FieldPath
     from streamstore.plan import Applied
     from streamstore.schema import Codec, ContainerCodecs
 
@@ -83,16 +84,6 @@ class FieldRef:
         """Build this field's operation from its path and apply it on the top-level model."""
         root, path = self._ss_parent._ss_locate(self._ss_field)
         return await root._ss_apply((build(path),))
-
-    async def _queue_guarded(self, build: Callable[[FieldPath], Op]) -> None:
-        """In a pipeline: queue an operation whose answer was computed from local state.
-
-        The pipeline then applies it only if the instance is still at the version that state
-        was read at, so Redis gives the same answer.
-        """
-        root, path = self._ss_parent._ss_locate(self._ss_field)
-        await root._ss_apply((build(path),))
-        cast("Pipeline", active_pipeline()).guard(root)
 
     async def set(self, value: Any) -> Any:
         """Validate ``value`` for this field, write it (event ``set``) and return it."""
@@ -235,6 +226,15 @@ class _Container(FieldRef):
     #: The builtin this wrapper extends; copies and pickles are plain values of it, unbound.
     _plain: type[Any]
 
+    def _step(self, kind: str, **data: Any) -> None:
+        """Change this value as an event ``kind`` with ``data`` changes the document.
+
+        The row's own step (see `streamstore.operations.Operation.step`), with Python values.
+        """
+        step = ops.OPERATIONS[kind].step
+        assert step is not None, kind  # noqa: S101 (every list/dict row has one)
+        step(self, data)
+
     def __copy__(self) -> Any:
         return self._plain(self)
 
@@ -276,9 +276,9 @@ class RedisList(_Container, list[Any]):
         item, raw = self._item(value)
         readback = self._item_codec().may_hold_floats
         applied = await self._write(lambda path: ops.list_append(path, raw, readback=readback))
-        list.append(self, item)
         if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
-            list.__setitem__(self, -1, self._item_codec().load_json(stored))
+            item = self._item_codec().load_json(stored)
+        self._step("list.append", value=item)
 
     async def aextend(self, values: Iterable[Any]) -> None:
         """Append several items in one event (``list.extend``); an empty iterable writes nothing."""
@@ -288,11 +288,11 @@ class RedisList(_Container, list[Any]):
         raws = [raw for _, raw in checked]
         readback = self._item_codec().may_hold_floats
         applied = await self._write(lambda path: ops.list_extend(path, raws, readback=readback))
-        list.extend(self, [item for item, _ in checked])
+        items = [item for item, _ in checked]
         if (stored := applied.results[0]) is not None:  # as Redis stored them (see `set`)
             codec = self._item_codec()
-            fresh = [codec.load_json(json.dumps(value)) for value in json.loads(stored)]
-            list.__setitem__(self, slice(len(self) - len(fresh), None), fresh)
+            items = [codec.load_json(text) for text in ops.array_items(stored)]
+        self._step("list.extend", values=items)
 
     async def ainsert(self, index: SupportsIndex, value: Any) -> None:
         """Insert one item before ``index``, clamped like ``list.insert`` (event ``list.insert``).
@@ -306,12 +306,9 @@ class RedisList(_Container, list[Any]):
         applied = await self._write(
             lambda path: ops.list_insert(path, position, raw, readback=readback)
         )
-        # Where list.insert puts it, made non-negative (and clamped first: list.insert itself
-        # overflows beyond the platform's size type).
-        at = min(max(position + len(self) if position < 0 else position, 0), len(self))
-        list.insert(self, at, item)
         if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
-            list.__setitem__(self, at, self._item_codec().load_json(stored))
+            item = self._item_codec().load_json(stored)
+        self._step("list.insert", index=ops.insert_position(position, len(self)), value=item)
 
     async def apop(self, index: SupportsIndex = -1) -> Any:
         """Remove and return the item at ``index`` (event ``list.pop``).
@@ -327,24 +324,20 @@ class RedisList(_Container, list[Any]):
                 raise EmptyContainerError(
                     "pop from empty list" if not self else "pop index out of range"
                 )
-            await self._queue_guarded(lambda path: ops.list_pop(path, position))
-            return list.pop(self, position)
+            value = self[position]
+            await self._write(lambda path: ops.list_pop(path, position))
+            self._step("list.pop", index=position % len(self))
+            return value
         applied = await self._write(lambda path: ops.list_pop(path, position))
         value = self._item_codec().load_json(cast("str", applied.results[0]))
         if -len(self) <= position < len(self):
-            list.pop(self, position)
+            self._step("list.pop", index=position % len(self))
         return value
 
     async def aclear(self) -> None:
         """Remove every item (event ``list.clear``)."""
         await self._write(ops.list_clear)
-        list.clear(self)
-
-
-def _split_pair(raw: str) -> tuple[str, str]:
-    """Split the script's ``[key_json,value_json]`` into the key and the value's raw JSON."""
-    key, end = json.JSONDecoder().raw_decode(raw, 1)
-    return key, raw[end + 1 : -1]
+        self._step("list.clear")
 
 
 class RedisDict(_Container, dict[Any, Any]):
@@ -385,7 +378,7 @@ class RedisDict(_Container, dict[Any, Any]):
         )
         if (stored := applied.results[0]) is not None:  # as Redis stored it (see `set`)
             v = value_codec.load_json(stored)
-        dict.__setitem__(self, k, v)
+        self._step("dict.set_item", key=k, value=v)
 
     async def aupdate(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         """Set several keys in one event (``dict.update``); nothing to set writes nothing."""
@@ -399,17 +392,16 @@ class RedisDict(_Container, dict[Any, Any]):
         applied = await self._write(lambda path: ops.dict_update(path, pairs, readback=readback))
         fresh = {k: v for (k, _), (v, _) in checked}
         if (stored := applied.results[0]) is not None:  # as Redis stored them (see `set`)
-            by_text = json.loads(stored)
-            fresh = {
-                k: value_codec.load_json(json.dumps(by_text[text])) for (k, text), _ in checked
-            }
-        dict.update(self, fresh)
+            by_text = ops.object_items(stored)
+            fresh = {k: value_codec.load_json(by_text[text]) for (k, text), _ in checked}
+        self._step("dict.update", items=fresh)
 
     async def adel_item(self, key: Any) -> None:
         """Delete one key (event ``dict.del_item``); `KeyMissingError` (a KeyError) if absent."""
         k, text = self._key(key, self._codecs()[0])
         await self._write(lambda path: ops.dict_del_item(path, text))
-        dict.pop(self, k, None)
+        if k in self:
+            self._step("dict.del_item", key=k)
 
     async def apop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove one key and return its value (event ``dict.pop``).
@@ -424,11 +416,14 @@ class RedisDict(_Container, dict[Any, Any]):
                 if has_default:
                     return default
                 raise KeyMissingError(k)
-            await self._queue_guarded(lambda path: ops.dict_pop(path, text, has_default=False))
-            return dict.pop(self, k)
+            value = self[k]
+            await self._write(lambda path: ops.dict_pop(path, text, has_default=False))
+            self._step("dict.pop", key=k)
+            return value
         applied = await self._write(lambda path: ops.dict_pop(path, text, has_default=has_default))
         raw = applied.results[0]
-        dict.pop(self, k, None)
+        if k in self:
+            self._step("dict.pop", key=k)
         if raw is None:
             return default
         return self._codecs()[1].load_json(raw)
@@ -441,16 +436,19 @@ class RedisDict(_Container, dict[Any, Any]):
         if active_pipeline() is not None:
             if not self:
                 raise KeyMissingError("popitem(): dictionary is empty")
-            await self._queue_guarded(ops.dict_popitem)
-            return dict.popitem(self)
+            key, value = next(reversed(self.items()))
+            await self._write(ops.dict_popitem)
+            self._step("dict.popitem", key=key)
+            return key, value
         applied = await self._write(ops.dict_popitem)
-        key_text, raw = _split_pair(cast("str", applied.results[0]))
+        key_text, raw = ops.key_and_value(cast("str", applied.results[0]))
         key_codec, value_codec = self._codecs()
         key = key_codec.validate(key_text)  # JSON object keys are text: "1" -> 1 for int keys
-        dict.pop(self, key, None)
+        if key in self:
+            self._step("dict.popitem", key=key)
         return key, value_codec.load_json(raw)
 
     async def aclear(self) -> None:
         """Remove every key (event ``dict.clear``)."""
         await self._write(ops.dict_clear)
-        dict.clear(self)
+        self._step("dict.clear")

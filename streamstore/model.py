@@ -476,9 +476,11 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         """Queue every write in the block and apply them all at its exit.
 
         On entry the model is refreshed from Redis (if it is stored). Writes on any model are
-        queued; operations that return something (``apop``, ``apopitem``, dict ``apop``,
-        ``increase``) answer from the local state and make the exit check that the instance has
-        not changed since (`ConcurrencyError` if another client wrote meanwhile). At exit
+        queued; the pops (``apop``, ``apopitem``, dict ``apop``) answer from the local state and
+        make the exit check that the instance has not changed since (`ConcurrencyError` if
+        another client wrote meanwhile). ``increase`` answers from the local state too but
+        needs no such check: if another client wrote meanwhile, the model is read again after
+        the exit, so it shows the sum Redis computed. At exit
         everything queued, on one instance or several, is one atomic function call that checks
         every instance before its first write: all or nothing (on a cluster the instances must
         share a slot, else `CrossSlotError` before anything is sent). If the block or the call

@@ -11,29 +11,34 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsIndex, cast
 
 from streamstore.errors import (
-    CorruptEventError,
     EmptyContainerError,
     FieldTypeError,
     IndexTypeError,
-    UnsafeKeyError,
     ValueRangeError,
 )
+from streamstore.paths import FieldPath, item_json_path
 
 __all__ = [
+    "ARRAY",
     "INT64_MAX",
     "INT64_MIN",
+    "INTEGER",
+    "INTEGER_OR_NULL",
     "JSON",
     "LIST_INDEX_MAX",
+    "NUMBER",
+    "OBJECT",
     "OPERATIONS",
-    "FieldPath",
+    "STRING",
     "Op",
     "Operation",
-    "bracket_key",
+    "Shape",
+    "array_items",
     "delete",
     "dict_clear",
     "dict_del_item",
@@ -42,10 +47,9 @@ __all__ = [
     "dict_set_item",
     "dict_update",
     "duplicate",
-    "event_path",
+    "insert_position",
     "int64_parser",
-    "item_json_path",
-    "json_path",
+    "key_and_value",
     "list_append",
     "list_clear",
     "list_extend",
@@ -54,16 +58,14 @@ __all__ = [
     "list_pop",
     "needs_document",
     "number_incr",
+    "object_items",
+    "one_value",
     "out_of_int64",
-    "parse_event_path",
     "save",
     "set_value",
     "snapshot",
     "stored_otherwise",
 ]
-
-#: A field's position in the document: model field names from the root, e.g. ("profile", "skills").
-FieldPath = tuple[str, ...]
 
 JSON = Any  # a decoded JSON value: dict, list, str, int, float, bool or None
 
@@ -77,47 +79,6 @@ INT64_MAX: int = 2**63 - 1
 LIST_INDEX_MAX: int = 2**53
 _INT64_CHARS = len(str(INT64_MIN))  # the longest text of an integer that fits
 _SHOWN_BITS, _SHOWN_DIGITS = 128, 40  # longer integers are named by size in errors
-
-
-def event_path(path: FieldPath) -> str:
-    """Render a field path as the event's ``path``: ``$`` or ``$.profile.skills``."""
-    return "".join(("$", *(f".{name}" for name in path)))
-
-
-def parse_event_path(text: str) -> FieldPath:
-    """Parse an event ``path`` back into field names."""
-    if text == "$":
-        return ()
-    if not text.startswith("$."):
-        raise CorruptEventError(f"event path must start with '$.': {text!r}")
-    return tuple(text[2:].split("."))
-
-
-def json_path(path: FieldPath) -> str:
-    """Render a field path as a RedisJSON path (bracket form: safe for any identifier)."""
-    return "".join(("$", *(f"['{name}']" for name in path)))
-
-
-def item_json_path(path: FieldPath, key: str) -> str:
-    """Return the RedisJSON path of ``key`` inside the dict at ``path`` (see `bracket_key`)."""
-    return json_path(path) + bracket_key(key)
-
-
-def bracket_key(key: str) -> str:
-    """Return the RedisJSON path step that selects ``key`` of an object: ``['key']``.
-
-    RedisJSON reads the text between the quotes literally, has no working escape sequence, and
-    drops leading spaces; so the key is wrapped in whichever quote it does not contain, and a
-    key with a backslash, with both quotes, or starting with a space cannot be addressed:
-    `UnsafeKeyError`, raised before anything is written.
-    """
-    if "\\" in key or ("'" in key and '"' in key) or key.startswith(" "):
-        raise UnsafeKeyError(
-            f"dict key {key!r} cannot be addressed in a RedisJSON path "
-            "(it contains a backslash or both quote characters, or starts with a space)"
-        )
-    quote = '"' if "'" in key else "'"
-    return f"[{quote}{key}{quote}]"
 
 
 def list_index(index: object) -> int:
@@ -191,20 +152,10 @@ def stored_otherwise(op: Op, stored: str | bytes | None) -> bool:
     """
     if stored is None or not op.readback:
         return False
-    args = op.args
-    if op.type in ("saved", "duplicated", "set", "list.append"):
-        sent: JSON = json.loads(args[0])
-    elif op.type == "list.extend":
-        sent = [json.loads(arg) for arg in args]
-    elif op.type == "list.insert":
-        sent = json.loads(args[1])
-    elif op.type == "dict.set_item":
-        sent = json.loads(args[2])
-    elif op.type == "dict.update":
-        sent = {json.loads(args[i]): json.loads(args[i + 2]) for i in range(0, len(args), 3)}
-    else:
+    sent = OPERATIONS[op.type].sent
+    if sent is None:
         raise ValueError(f"{op.type} has no read-back value")
-    return bool(json.loads(stored) != sent)
+    return bool(json.loads(stored) != sent(op.args))
 
 
 # --- constructors: the only way to make an Op ------------------------------------------------
@@ -291,6 +242,14 @@ def list_insert(
     return Op("list.insert", path, (str(clamped), value_json), readback)
 
 
+def insert_position(index: int, length: int) -> int:
+    """Return where ``list.insert(index, item)`` puts the item in a list of ``length`` items.
+
+    Clamped and made non-negative, as the write function records it: 0 to ``length``.
+    """
+    return min(max(index + length if index < 0 else index, 0), length)
+
+
 def list_pop(path: FieldPath, index: SupportsIndex = -1) -> Op:
     """Remove and return the item at ``index`` (event ``list.pop``).
 
@@ -349,13 +308,29 @@ def dict_clear(path: FieldPath) -> Op:
 
 
 def needs_document(op: Op) -> bool:
-    """Tell whether ``op`` fails when the instance has no document (the script's rule too)."""
-    if op.type in ("saved", "duplicated"):
-        return False
-    return not (op.type == "deleted" and op.args == ("if-exists",))
+    """Tell whether ``op`` fails when the instance has no document (sent to the script too).
+
+    Its row says, except that a delete with ``if_exists`` forgives a missing document.
+    """
+    forgiving = op.type == "deleted" and op.args == ("if-exists",)
+    return OPERATIONS[op.type].needs_document and not forgiving
 
 
-# --- fold steps: replay one event on a plain JSON document -----------------------------------
+# --- the rows: what each event's data holds, how it replays, what the model does locally -----
+
+#: What a decoded JSON value may be, by Python type (a JSON true/false is bool, never int).
+OBJECT, ARRAY, STRING = frozenset({dict}), frozenset({list}), frozenset({str})
+INTEGER, NUMBER, INTEGER_OR_NULL = (
+    frozenset({int}),
+    frozenset({int, float}),
+    frozenset({int, type(None)}),
+)
+
+#: An event's data: the keys it holds, and what each may be (None: any JSON value).
+Shape = Mapping[str, frozenset[type] | None]
+
+Fold = Callable[[JSON, FieldPath, JSON], JSON]
+Step = Callable[[Any, JSON], None]
 
 
 def _parent(doc: JSON, path: FieldPath) -> tuple[Any, str]:
@@ -382,24 +357,16 @@ def _fold_incr(doc: JSON, path: FieldPath, data: JSON) -> JSON:
     return doc
 
 
-def _container_step(step: Callable[[Any, JSON], None]) -> Callable[[JSON, FieldPath, JSON], JSON]:
-    """Lift a step on the list/dict at ``path`` to a step on the whole document."""
-
-    def fold(doc: JSON, path: FieldPath, data: JSON) -> JSON:
-        parent, name = _parent(doc, path)
-        step(parent[name], data)
-        return doc
-
-    return fold
+def _fold_saved(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return data
 
 
-def _replace_with(empty: Callable[[], JSON]) -> Callable[[JSON, FieldPath, JSON], JSON]:
-    def fold(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001 (uniform signature)
-        parent, name = _parent(doc, path)
-        parent[name] = empty()
-        return doc
+def _fold_deleted(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return None
 
-    return fold
+
+def _fold_document(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
+    return data["document"]
 
 
 def _event_index(container: list[JSON], data: JSON, *, end: int) -> int:
@@ -417,6 +384,14 @@ def _event_index(container: list[JSON], data: JSON, *, end: int) -> int:
     return index
 
 
+def _append(container: list[JSON], data: JSON) -> None:
+    container.append(data["value"])
+
+
+def _extend(container: list[JSON], data: JSON) -> None:
+    container.extend(data["values"])
+
+
 def _insert(container: list[JSON], data: JSON) -> None:
     container.insert(_event_index(container, data, end=0), data["value"])
 
@@ -425,56 +400,163 @@ def _pop(container: list[JSON], data: JSON) -> None:
     container.pop(_event_index(container, data, end=1))
 
 
+def _set_key(container: dict[str, JSON], data: JSON) -> None:
+    container[data["key"]] = data["value"]
+
+
+def _update(container: dict[str, JSON], data: JSON) -> None:
+    container.update(data["items"])
+
+
 def _del_key(container: dict[str, JSON], data: JSON) -> None:
     del container[data["key"]]
 
 
+def _clear(container: list[JSON] | dict[str, JSON], data: JSON) -> None:  # noqa: ARG001
+    container.clear()
+
+
+def _sent_value(position: int) -> Callable[[tuple[str, ...]], JSON]:
+    """Read back one value: the one an op sent is its argument at ``position``."""
+    return lambda args: json.loads(args[position])
+
+
+def _sent_values(args: tuple[str, ...]) -> JSON:
+    return [json.loads(arg) for arg in args]
+
+
+def _sent_items(args: tuple[str, ...]) -> JSON:
+    """``dict.update`` sends (key, item path, value) per item: the object of keys to values."""
+    return {json.loads(args[i]): json.loads(args[i + 2]) for i in range(0, len(args), 3)}
+
+
+def one_value(raw: str) -> str:
+    """Return a result that is one value's JSON text as it is."""
+    return raw
+
+
+def array_items(raw: str) -> list[str]:
+    """Split a result that is a JSON array into its items' JSON texts."""
+    return [json.dumps(item) for item in json.loads(raw)]
+
+
+def object_items(raw: str) -> dict[str, str]:
+    """Split a result that is a JSON object into its keys and their values' JSON texts."""
+    return {key: json.dumps(value) for key, value in json.loads(raw).items()}
+
+
+def key_and_value(raw: str) -> tuple[str, str]:
+    """Split a ``[key, value]`` result into the key and the value's JSON text, as sent."""
+    key, end = json.JSONDecoder().raw_decode(raw, 1)
+    return key, raw[end + 1 : -1]
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """A row of the operations table."""
+    """A row of the operations table: what streamstore knows of one event type.
+
+    ``apply.lua`` has a handler of the same name holding the row's Redis commands (and its own
+    check of the arguments it is sent); everything else about the type is here, and the event
+    decoder, the fold, the model's wrappers, the pipeline and docs/events.md follow it.
+    """
 
     type: str
+    #: The keys the event's data holds and what each may be; readers refuse an entry whose
+    #: data does not fit (`streamstore.events.check_data`). ``saved`` data is the document.
+    data: Shape
     #: Replays the event: ``fold(document, path, data) -> document``. The document is None
     #: when the instance does not exist (before ``saved``, after ``deleted``).
-    fold: Callable[[JSON, FieldPath, JSON], JSON]
-    #: Whether the event's ``path`` must be the root ``$`` (whole-document events). Replay can
+    fold: Fold
+    #: For list and dict events, the change itself: ``step(container, data)``. The fold runs
+    #: it on the document's container, and the model on its own value, with the event's data
+    #: as Python values: so local state changes exactly as the document does.
+    step: Step | None = None
+    #: Whether the event's ``path`` is the root ``$`` (whole-document events). Replay can
     #: start at such an event without the ones before it.
     whole_document: bool = False
+    #: Whether the write fails when the instance has no document (see `needs_document`).
+    needs_document: bool = True
+    #: Whether the event makes or removes the document: the instance is then listed in (or
+    #: dropped from) its partition's index of live instances.
+    existence: bool = False
+    #: For types whose values RedisJSON may store otherwise (floats): the value(s) an `Op`
+    #: sent, from its arguments, to compare with the value(s) read back (`stored_otherwise`).
+    sent: Callable[[tuple[str, ...]], JSON] | None = None
+    #: How the script's result for the operation splits into JSON texts the model decodes
+    #: (None: it returns nothing).
+    result: Callable[[str], Any] | None = None
+    #: Whether its answer in a pipeline comes from local state: the pipeline then requires
+    #: the instance unchanged since it was read, so Redis gives that same answer.
+    guarded: bool = False
 
 
-def _fold_saved(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
-    return data
+def _on_container(step: Step) -> Fold:
+    """Lift a step on the list/dict at ``path`` to a fold step on the whole document."""
+
+    def fold(doc: JSON, path: FieldPath, data: JSON) -> JSON:
+        parent, name = _parent(doc, path)
+        step(parent[name], data)
+        return doc
+
+    return fold
 
 
-def _fold_deleted(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
-    return None
+def _container(kind: str, data: Shape, step: Step, **facts: Any) -> Operation:
+    return Operation(kind, data, _on_container(step), step, **facts)
 
 
-def _fold_document(doc: JSON, path: FieldPath, data: JSON) -> JSON:  # noqa: ARG001
-    return data["document"]
-
+_VALUE: Shape = {"value": None}
+_KEYED: Shape = {"key": STRING, "value": None}
 
 OPERATIONS: dict[str, Operation] = {
     op.type: op
     for op in (
-        Operation("saved", _fold_saved, whole_document=True),
-        Operation("deleted", _fold_deleted, whole_document=True),
-        Operation("duplicated", _fold_document, whole_document=True),
-        Operation("snapshot", _fold_document, whole_document=True),
-        Operation("set", _fold_set),
-        Operation("number.incr", _fold_incr),
-        Operation("list.append", _container_step(lambda c, d: c.append(d["value"]))),
-        Operation("list.extend", _container_step(lambda c, d: c.extend(d["values"]))),
-        Operation("list.insert", _container_step(_insert)),
-        Operation("list.pop", _container_step(_pop)),
-        Operation("list.clear", _replace_with(list)),
         Operation(
-            "dict.set_item", _container_step(lambda c, d: c.__setitem__(d["key"], d["value"]))
+            "saved",
+            {},
+            _fold_saved,
+            whole_document=True,
+            existence=True,
+            needs_document=False,
+            sent=_sent_value(0),
+            result=one_value,
         ),
-        Operation("dict.update", _container_step(lambda c, d: c.update(d["items"]))),
-        Operation("dict.del_item", _container_step(_del_key)),
-        Operation("dict.pop", _container_step(_del_key)),
-        Operation("dict.popitem", _container_step(_del_key)),
-        Operation("dict.clear", _replace_with(dict)),
+        Operation("deleted", {}, _fold_deleted, whole_document=True, existence=True),
+        Operation(
+            "duplicated",
+            {"document": OBJECT, "source": STRING, "source_seq": INTEGER_OR_NULL},
+            _fold_document,
+            whole_document=True,
+            existence=True,
+            needs_document=False,
+            sent=_sent_value(0),
+            result=one_value,
+        ),
+        Operation("snapshot", {"document": OBJECT}, _fold_document, whole_document=True),
+        Operation("set", _VALUE, _fold_set, sent=_sent_value(0), result=one_value),
+        Operation("number.incr", {"by": NUMBER, "value": NUMBER}, _fold_incr, result=one_value),
+        _container("list.append", _VALUE, _append, sent=_sent_value(0), result=one_value),
+        _container(
+            "list.extend", {"values": ARRAY}, _extend, sent=_sent_values, result=array_items
+        ),
+        _container(
+            "list.insert",
+            {"index": INTEGER, "value": None},
+            _insert,
+            sent=_sent_value(1),
+            result=one_value,
+        ),
+        _container(
+            "list.pop", {"index": INTEGER, "value": None}, _pop, result=one_value, guarded=True
+        ),
+        _container("list.clear", {}, _clear),
+        _container("dict.set_item", _KEYED, _set_key, sent=_sent_value(2), result=one_value),
+        _container(
+            "dict.update", {"items": OBJECT}, _update, sent=_sent_items, result=object_items
+        ),
+        _container("dict.del_item", _KEYED, _del_key, result=one_value),
+        _container("dict.pop", _KEYED, _del_key, result=one_value, guarded=True),
+        _container("dict.popitem", _KEYED, _del_key, result=key_and_value, guarded=True),
+        _container("dict.clear", {}, _clear),
     )
 }

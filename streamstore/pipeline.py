@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from streamstore.durability import Durability
 from streamstore.errors import DurabilityError, UsageError
 from streamstore.executor import run_together
-from streamstore.operations import stored_otherwise
+from streamstore.operations import OPERATIONS, stored_otherwise
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -20,13 +20,6 @@ if TYPE_CHECKING:
     from streamstore.plan import Plan
 
 __all__ = ["Pipeline", "active_pipeline", "enter", "leave"]
-
-
-class Versioned(Protocol):
-    """A model whose version (last seq read or written) is known."""
-
-    @property
-    def version(self) -> int | None: ...
 
 
 _active: ContextVar[Pipeline | None] = ContextVar("streamstore_pipeline", default=None)
@@ -50,8 +43,11 @@ class _Queued:
     ops: list[Op] = field(default_factory=list)
     #: The local field values before the pipeline touched them (restored if it fails).
     before: dict[str, Any] = field(default_factory=dict)
-    #: The version the queued values were computed from, when they depend on it (pops).
-    guard: int | None = None
+    #: The version the model's local state was read at, when the first write was queued.
+    read_at: int = 0
+    #: Whether an answer was computed from local state (a pop: its row is ``guarded``); the
+    #: call then requires the instance still at ``read_at``.
+    guarded: bool = False
     create: bool = False
     #: A per-call TTL override (the last one queued wins), else the model's Meta.ttl.
     ttl: int | None = None
@@ -78,17 +74,18 @@ class Pipeline:
         """Queue ``batch`` for ``model`` (called by the model instead of writing)."""
         entry = self._queued.get(id(model))
         if entry is None:
-            entry = _Queued(model, before=copy.deepcopy(model.__dict__), create=create)
+            before = copy.deepcopy(model.__dict__)
+            entry = _Queued(model, before=before, read_at=model.version or 0, create=create)
             self._queued[id(model)] = entry
         entry.ops.extend(batch)
+        entry.guarded = entry.guarded or any(OPERATIONS[op.type].guarded for op in batch)
         if ttl is not None:
             entry.ttl = ttl
 
-    def guard(self, model: Versioned) -> None:
-        """Require ``model`` to be unchanged since its version was read (for computed results)."""
-        entry = self._queued[id(model)]
-        if entry.guard is None:
-            entry.guard = model.version if model.version is not None else 0
+    def queued(self, model: object) -> tuple[Op, ...]:
+        """Return the operations queued for ``model`` so far, in order (none: empty)."""
+        entry = self._queued.get(id(model))
+        return () if entry is None else tuple(entry.ops)
 
     async def commit(self) -> None:
         """Apply everything queued; restore the local models and re-raise if that fails."""
@@ -120,9 +117,12 @@ class Pipeline:
             raise
         for entry, result in zip(entries, applied, strict=True):
             entry.model._ss_applied(result)
+            # Another writer got in between (the call started past the version the local
+            # state was read at: an increase then sums theirs too), or a double RedisJSON
+            # parsed a unit off: one read makes the model what Redis holds.
+            overtaken = result.seq - len(result.events) != entry.read_at
             pairs = zip(entry.ops, result.results, strict=True)
-            if any(stored_otherwise(op, stored) for op, stored in pairs):
-                # A double RedisJSON parsed a unit off: one read makes the model what Redis holds.
+            if overtaken or any(stored_otherwise(op, stored) for op, stored in pairs):
                 await entry.model._ss_reload()
 
     def restore(self) -> None:
@@ -133,9 +133,8 @@ class Pipeline:
 
 
 def _plan(entry: _Queued) -> Plan:
-    return entry.model._ss_plan(
-        entry.ops, create=entry.create, expected_seq=entry.guard, ttl=entry.ttl
-    )
+    guard = entry.read_at if entry.guarded else None
+    return entry.model._ss_plan(entry.ops, create=entry.create, expected_seq=guard, ttl=entry.ttl)
 
 
 def enter() -> tuple[Pipeline, Token[Pipeline | None]]:

@@ -29,7 +29,8 @@ from streamstore.errors import (
 )
 from streamstore.events import text
 from streamstore.keys import EVENT_SCHEMA_VERSION, InstanceKeys
-from streamstore.operations import Op, event_path, json_path
+from streamstore.operations import OPERATIONS, Op, needs_document
+from streamstore.paths import event_path, json_path
 
 __all__ = [
     "APPLY_SCRIPT",
@@ -111,7 +112,15 @@ def build_plan(
         str(len(ops)),
     ]
     for op in ops:
-        flags = "r" if op.readback else ""
+        flags = "".join(
+            flag
+            for flag, on in (
+                ("r", op.readback),
+                ("d", needs_document(op)),
+                ("x", OPERATIONS[op.type].existence),
+            )
+            if on
+        )
         args += (
             op.type,
             event_path(op.path),

@@ -218,3 +218,27 @@ async def test_try_delete_is_queued_too_and_answers_whether_it_existed(redis):
     assert await redis.exists(doomed.key) == 0
     assert [e.type for e in await doomed.history()] == ["saved", "deleted"]
     assert await redis.exists(User.key_for("nobody").replace("}:", "}#events:")) == 0
+
+
+async def test_an_increase_is_not_a_conflict_and_the_model_shows_every_writer_s_sum(redis):
+    user = User(name="John", counter=10)
+    await user.save()
+    other = await User.get(user.key)
+    async with user.pipeline() as pipelined:
+        assert await pipelined.counter.increase(5) == 15  # from local state
+        await outside_the_pipeline(lambda: other.counter.increase(100))
+    assert user.counter == 115 == (await User.get(user.key)).counter
+    assert user.version == 3  # saved, their increase, ours
+    assert fold(await user.history()) == await document(redis, user.key) == user.redis_dump()
+
+
+async def test_a_write_overtaken_by_another_writer_leaves_the_model_as_redis_holds_it(redis):
+    user = User(name="John", tags=["a"])
+    await user.save()
+    other = await User.get(user.key)
+    async with user.pipeline() as pipelined:
+        await pipelined.tags.aappend("mine")
+        await outside_the_pipeline(lambda: other.tags.aappend("theirs"))
+        assert pipelined.tags == ["a", "mine"]
+    assert user.tags == ["a", "theirs", "mine"]
+    assert user.redis_dump() == await document(redis, user.key)

@@ -7,7 +7,6 @@ from golden_cases import CASES
 
 from streamstore.errors import CorruptEventError
 from streamstore.events import (
-    DATA_SHAPES,
     Event,
     check_data,
     data_fits,
@@ -16,7 +15,6 @@ from streamstore.events import (
     decode_feed_entry,
     read_entry,
 )
-from streamstore.operations import OPERATIONS
 from streamstore.projections.subscriber import Change
 
 GOOD = {
@@ -71,10 +69,6 @@ BAD: dict[str, tuple[dict[bytes, bytes], str]] = {
     "ts not a number": (changed(ts=b"yesterday"), "field 'ts' does not parse"),
     "mv not a number": (changed(mv=b"two"), "field 'mv' does not parse"),
 }
-
-
-def test_every_event_type_has_its_data_shape():
-    assert set(DATA_SHAPES) == set(OPERATIONS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -86,8 +86,8 @@ class TestScriptProtocol:
         assert plan.args[8:] == (
             "0",  # snapshot every (never)
             "2",
-            "list.append", "$.tags", "$['tags']", "", "1", '"x"',
-            "saved", "$", "$", "r", "1", "{}",
+            "list.append", "$.tags", "$['tags']", "d", "1", '"x"',
+            "saved", "$", "$", "rx", "1", "{}",
         )  # fmt: skip
 
     def test_a_call_over_several_plans_counts_them_then_lists_their_arguments(self):

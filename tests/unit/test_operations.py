@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
-from golden_cases import BEFORE, CASES, Case
+from golden_cases import BEFORE, CASES, Case, Sample
 
 from streamstore import operations as ops
+from streamstore import paths
 from streamstore.errors import (
     CorruptEventError,
     EmptyContainerError,
@@ -18,10 +21,12 @@ from streamstore.errors import (
     ValueRangeError,
 )
 from streamstore.events import Event
-from streamstore.operations import OPERATIONS
+from streamstore.operations import OPERATIONS, Op
+from streamstore.pipeline import enter, leave
 from streamstore.projections import fold
 
 LUA = resources.files("streamstore").joinpath("apply.lua").read_text()
+EVENTS_DOC = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
 
 
 def event(seq: int, kind: str, path: str, data: object) -> Event:
@@ -35,6 +40,96 @@ def test_every_operation_has_a_lua_handler_and_nothing_else_does():
 
 def test_every_operation_has_a_golden_case():
     assert {case.type for case in CASES} == set(OPERATIONS)
+
+
+def _documented_rows() -> dict[str, tuple[str, str]]:
+    """The event types table of docs/events.md: type -> (path column, data column)."""
+    section = EVENTS_DOC.split("## Event types", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| ([^|]+) \| ([^|]+) \|", section, flags=re.MULTILINE)
+    return {kind: (path.strip(), data.strip()) for kind, path, data in rows}
+
+
+def test_docs_list_every_event_type_with_its_data_keys_and_path():
+    documented = _documented_rows()
+    assert set(documented) == set(OPERATIONS)
+    for kind, row in OPERATIONS.items():
+        path, data = documented[kind]
+        assert path == ("`$`" if row.whole_document else "field"), kind
+        assert set(re.findall(r'"(\w+)":', data)) == set(row.data), kind
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_golden_data_holds_exactly_the_keys_of_its_row(case: Case):
+    data = case.data_for(None)
+    if case.type == "saved":  # its data is the document
+        assert data == BEFORE
+    else:
+        assert set(data) == set(OPERATIONS[case.type].data)
+
+
+#: Where the golden event data holds what the mutation sent, per type with a ``sent``.
+SENT_IN_DATA = {
+    "saved": lambda data: data,
+    "duplicated": lambda data: data["document"],
+    "set": lambda data: data["value"],
+    "list.append": lambda data: data["value"],
+    "list.extend": lambda data: data["values"],
+    "list.insert": lambda data: data["value"],
+    "dict.set_item": lambda data: data["value"],
+    "dict.update": lambda data: data["items"],
+}
+
+
+def test_rows_that_read_back_are_the_ones_that_send_values():
+    assert {kind for kind, row in OPERATIONS.items() if row.sent} == set(SENT_IN_DATA)
+
+
+async def queued_by(case: Case) -> tuple[Op, ...]:
+    """Run a golden mutation inside a pipeline: what it queues, without Redis."""
+    model = Sample()
+    pipeline, token = enter()
+    try:
+        await case.mutate(model)
+    finally:
+        leave(pipeline, token)
+    return pipeline.queued(model)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.on_result], ids=lambda c: c.name)
+async def test_golden_mutation_builds_the_op_its_event_records(case: Case):
+    """Mutation -> Op, the other direction of the golden cases (events -> fold), no Redis."""
+    (op,) = await queued_by(case)
+    assert (op.type, paths.event_path(op.path)) == (case.type, case.path)
+    row = OPERATIONS[op.type]
+    if row.sent is not None:
+        # what it sent is what the event records (RedisJSON may store a double a unit off)
+        assert within_a_unit(row.sent(op.args), SENT_IN_DATA[op.type](case.data_for(None)))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.on_result], ids=lambda c: c.name)
+async def test_golden_mutation_leaves_the_model_as_the_document_after_it(case: Case):
+    """The local step of every row changes the model as the event changes the document."""
+    model = Sample()
+    pipeline, token = enter()
+    try:
+        await case.mutate(model)
+    finally:
+        leave(pipeline, token)
+    if case.after is not None:
+        assert within_a_unit(model.redis_dump(), case.after)
+
+
+def within_a_unit(sent: object, stored: object) -> bool:
+    """Equal JSON values, but for doubles RedisJSON may store a unit in the last place off."""
+    if type(sent) is float and type(stored) is float:
+        return abs(sent - stored) <= math.ulp(sent)
+    if isinstance(sent, dict) and isinstance(stored, dict):
+        return sent.keys() == stored.keys() and all(
+            within_a_unit(sent[key], stored[key]) for key in sent
+        )
+    if isinstance(sent, list) and isinstance(stored, list):
+        return len(sent) == len(stored) and all(map(within_a_unit, sent, stored))
+    return sent == stored
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -70,12 +165,12 @@ def test_event_on_a_path_the_document_lacks_is_a_corrupt_history():
 
 
 def test_event_paths_render_and_parse_back():
-    assert ops.event_path(()) == "$"
-    assert ops.event_path(("profile", "skills")) == "$.profile.skills"
-    assert ops.parse_event_path("$.profile.skills") == ("profile", "skills")
-    assert ops.parse_event_path("$") == ()
+    assert paths.event_path(()) == "$"
+    assert paths.event_path(("profile", "skills")) == "$.profile.skills"
+    assert paths.parse_event_path("$.profile.skills") == ("profile", "skills")
+    assert paths.parse_event_path("$") == ()
     with pytest.raises(CorruptEventError):
-        ops.parse_event_path("profile")
+        paths.parse_event_path("profile")
 
 
 @pytest.mark.parametrize(
@@ -90,7 +185,7 @@ def test_event_paths_render_and_parse_back():
     ],
 )
 def test_dict_keys_are_quoted_with_the_quote_they_lack(key: str, expected: str):
-    assert ops.item_json_path(("m",), key) == expected
+    assert paths.item_json_path(("m",), key) == expected
 
 
 @pytest.mark.parametrize("key", ["back\\slash", "both ' and \"", " leading space", " "])
