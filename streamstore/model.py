@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from streamstore.connection import Client
+    from streamstore.durability import Durability
     from streamstore.operations import Op
     from streamstore.plan import Plan
 
@@ -184,11 +186,13 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         return cls._ss_loaded(raw, pk, key)
 
     @classmethod
-    def _ss_loaded(cls, document: str | bytes, pk: str, where: str) -> Self:
+    def _ss_loaded(
+        cls, document: str | bytes, pk: str, where: str, *, version: int | None = None
+    ) -> Self:
         """Validate a document's JSON text (stored or replayed) as the stored instance ``pk``.
 
         JSON mode matters: bytes are base64 text in documents. `CorruptDocumentError` names
-        ``where`` the document came from.
+        ``where`` the document came from. ``version``: the seq the document reflects, if known.
         """
         try:
             model = cls.model_validate_json(document)
@@ -198,6 +202,8 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
             ) from exc
         object.__setattr__(model, "_ss_pk", pk)
         object.__setattr__(model, "_ss_persisted", True)
+        if version is not None:
+            object.__setattr__(model, "_ss_version", version)
         return model
 
     async def refresh(self) -> Self:
@@ -342,10 +348,10 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         readback = codec_for(type(self)).may_hold_floats
         op = ops.duplicate(document, self.key, self.version, readback=readback)
         copies = [type(self).model_validate_json(document) for _ in range(count)]
-        plans = [copy._ss_plan([op], create=False) for copy in copies]
+        plans = [duplicate._ss_plan([op], create=False) for duplicate in copies]
         results = await type(self)._ss_write_many(copies, plans)
-        for copy, applied in zip(copies, results, strict=True):
-            copy._ss_keep_stored(op, applied)
+        for duplicate, applied in zip(copies, results, strict=True):
+            duplicate._ss_keep_stored(op, applied)
         return copies
 
     def _ss_adopt(self, document: str | bytes, where: str) -> None:
@@ -367,6 +373,19 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         stored = applied.results[0]
         if stored is not None and ops.stored_otherwise(op, stored):
             self._ss_adopt(stored, self.key)
+
+    def _ss_target(self) -> tuple[Client, Durability | None]:
+        """Return the client this class writes with, and what its writes wait for."""
+        return type(self)._ss_client(), type(self).__ss_meta__.durability
+
+    def _ss_local(self) -> object:
+        """Return a copy of the local field values (see `_ss_put_back`)."""
+        return copy.deepcopy(self.__dict__)
+
+    def _ss_put_back(self, state: object) -> None:
+        """Make the local field values those a `_ss_local` call copied."""
+        self.__dict__.clear()
+        self.__dict__.update(cast("dict[str, Any]", state))
 
     def _ss_restore(self, before: dict[str, Any]) -> None:
         """Put back the fields as they were when ``before`` (a `redis_dump`) was taken."""

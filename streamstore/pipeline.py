@@ -1,11 +1,14 @@
-"""Pipelines: operations on one or several models queued in a block and applied together at exit."""
+"""Pipelines: operations on one or several models queued in a block and applied together at exit.
+
+The pipeline sits below the model API: it knows models only as `Writer`, the write protocol
+`streamstore.model.BaseRedisModel` provides.
+"""
 
 from __future__ import annotations
 
-import copy
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from streamstore.durability import Durability
 from streamstore.errors import DurabilityError, UsageError
@@ -15,11 +18,52 @@ from streamstore.operations import OPERATIONS, stored_otherwise
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from streamstore.model import BaseRedisModel
+    from streamstore.connection import Client
     from streamstore.operations import Op
-    from streamstore.plan import Plan
+    from streamstore.plan import Applied, Plan
 
-__all__ = ["Pipeline", "active_pipeline", "enter", "leave"]
+__all__ = ["Pipeline", "Writer", "active_pipeline", "enter", "leave"]
+
+
+class Writer(Protocol):
+    """What the write path needs of an instance it writes: the model's write protocol.
+
+    `streamstore.model.BaseRedisModel` provides it; the pipeline, tables and the importer
+    write through it and nothing else. (The ``_ss_`` names keep clear of model fields.)
+    """
+
+    @property
+    def key(self) -> str:
+        """The instance's document key."""
+
+    @property
+    def version(self) -> int | None:
+        """The seq of the last event this object wrote or read, if known."""
+
+    def _ss_plan(
+        self,
+        batch: Sequence[Op],
+        *,
+        create: bool,
+        expected_seq: int | None = None,
+        ttl: int | None = None,
+    ) -> Plan:
+        """Plan ``batch`` for this instance (``create``: save the model first if Redis has none)."""
+
+    def _ss_target(self) -> tuple[Client, Durability | None]:
+        """Return its class's client, and what a write waits for (``Meta.durability``)."""
+
+    def _ss_applied(self, applied: Applied) -> None:
+        """Record a write that reached Redis: persisted, its new version."""
+
+    async def _ss_reload(self) -> None:
+        """Read the instance again: after a write applied but not confirmed, or stored otherwise."""
+
+    def _ss_local(self) -> object:
+        """Return a copy of the local state, for `_ss_put_back`."""
+
+    def _ss_put_back(self, state: object) -> None:
+        """Put back the local state a `_ss_local` call copied."""
 
 
 _active: ContextVar[Pipeline | None] = ContextVar("streamstore_pipeline", default=None)
@@ -39,10 +83,10 @@ def active_pipeline() -> Pipeline | None:
 class _Queued:
     """What one instance has queued: its operations, and what its local state was before."""
 
-    model: BaseRedisModel
+    model: Writer
+    #: The local state before the pipeline touched it (put back if it fails).
+    before: object
     ops: list[Op] = field(default_factory=list)
-    #: The local field values before the pipeline touched them (restored if it fails).
-    before: dict[str, Any] = field(default_factory=dict)
     #: The version the model's local state was read at, when the first write was queued.
     read_at: int = 0
     #: Whether an answer was computed from local state (a pop: its row is ``guarded``); the
@@ -69,13 +113,12 @@ class Pipeline:
         self.closed = False
 
     def queue(
-        self, model: BaseRedisModel, batch: Sequence[Op], *, create: bool, ttl: int | None = None
+        self, model: Writer, batch: Sequence[Op], *, create: bool, ttl: int | None = None
     ) -> None:
         """Queue ``batch`` for ``model`` (called by the model instead of writing)."""
         entry = self._queued.get(id(model))
         if entry is None:
-            before = copy.deepcopy(model.__dict__)
-            entry = _Queued(model, before=before, read_at=model.version or 0, create=create)
+            entry = _Queued(model, model._ss_local(), read_at=model.version or 0, create=create)
             self._queued[id(model)] = entry
         entry.ops.extend(batch)
         entry.guarded = entry.guarded or any(OPERATIONS[op.type].guarded for op in batch)
@@ -104,9 +147,10 @@ class Pipeline:
             )
         plans = [_plan(entry) for entry in entries]
         # Models of several classes: wait as long as the most demanding of them asks.
-        durability = Durability.strictest(entry.model.__ss_meta__.durability for entry in entries)
+        targets = [entry.model._ss_target() for entry in entries]
+        durability = Durability.strictest(wait for _, wait in targets)
         try:
-            applied = await run_together(entries[0].model._ss_client(), plans, durability)
+            applied = await run_together(targets[0][0], plans, durability)
         except DurabilityError:
             # Applied, only not confirmed: the models show what Redis now holds.
             for entry in entries:
@@ -128,8 +172,7 @@ class Pipeline:
     def restore(self) -> None:
         """Put every model touched back to its local state before the pipeline."""
         for entry in self._queued.values():
-            entry.model.__dict__.clear()
-            entry.model.__dict__.update(entry.before)
+            entry.model._ss_put_back(entry.before)
 
 
 def _plan(entry: _Queued) -> Plan:

@@ -44,7 +44,9 @@ class Timeline:
         @classmethod
         def key_for(cls, pk: str) -> str: ...  # noqa: D102
         @classmethod
-        def _ss_loaded(cls, document: str | bytes, pk: str, where: str) -> Self: ...
+        def _ss_loaded(
+            cls, document: str | bytes, pk: str, where: str, *, version: int | None = None
+        ) -> Self: ...
         async def _ss_apply(self, batch: Sequence[Op], *, create: bool = True) -> Applied: ...
         def _ss_only_top_level(self, action: str) -> None: ...
 
@@ -100,9 +102,7 @@ class Timeline:
         """
         document, last = await cls.replayer().state_at(pk, seq=seq, at=at)
         where = f"{cls.key_for(pk)} as of {f'seq {seq}' if at is None else at.isoformat()}"
-        model = cls._ss_loaded(json.dumps(document), pk, where)
-        object.__setattr__(model, "_ss_version", last)  # the version it reflects
-        return model
+        return cls._ss_loaded(json.dumps(document), pk, where, version=last)
 
     @classmethod
     async def verify(cls, pk: str) -> Report:
