@@ -45,7 +45,7 @@ from streamstore.projections.subscriber import Change, Subscriber
 
 if TYPE_CHECKING:
     from streamstore.events import Event
-    from streamstore.model import BaseRedisModel
+    from streamstore.meta import ModelClass
 
 __all__ = [
     "RotatingLines",
@@ -64,7 +64,7 @@ BACKUPS = 5
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
-def audit_record(model: type[BaseRedisModel], pk: str, event: Event) -> dict[str, Any]:
+def audit_record(model: ModelClass, pk: str, event: Event) -> dict[str, Any]:
     """Return the audit record of ``event`` of instance ``pk``: whose it is, then the event.
 
     The one shape of the audit log's lines, ``streamstore export`` and ``tail --json``.
@@ -133,7 +133,7 @@ class RotatingLines:
 
 
 def audit_log(
-    *models: type[BaseRedisModel],
+    *models: ModelClass,
     path: str | os.PathLike[str],
     max_bytes: int = MAX_BYTES,
     backups: int = BACKUPS,

@@ -31,7 +31,7 @@ from streamstore.projections.subscriber import Change, Subscriber, change_of
 if TYPE_CHECKING:
     from streamstore.connection import Client
     from streamstore.keys import GroupKeys, KeySpace
-    from streamstore.model import BaseRedisModel
+    from streamstore.meta import ModelClass
 
 __all__ = ["GroupConsumer", "Stats"]
 
@@ -61,7 +61,7 @@ class GroupConsumer:
         self,
         client: Client,
         subscriber: Subscriber,
-        model: type[BaseRedisModel],
+        model: ModelClass,
         consumer: str,
         *,
         lease_ms: int,

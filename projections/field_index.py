@@ -1,7 +1,7 @@
 """Field indexes: per chosen field of a model class, which pks hold each value (no RediSearch).
 
 ``field_index(User, "email")`` is a subscriber that keeps, per value of ``User.email``, the set
-of pks holding it; ``await find_by(User, email="ann@example.com")`` reads it. Layout in
+of pks holding it; ``await User.find_by(email="ann@example.com")`` reads it. Layout in
 `streamstore.keys.IndexKeys`. Run the subscriber in a `Runner` like any other:
 
 * Values come from the events: whole-document events (``saved``, ``duplicated``, ``snapshot``)
@@ -10,7 +10,7 @@ of pks holding it; ``await find_by(User, email="ann@example.com")`` reads it. La
   on an ``Any`` field) makes the handler read the field from the document instead.
 * A value is indexed by its JSON text, so for a field that can hold both (``int | str``,
   ``Any``) ``1`` and ``"1"`` are two values. Lookups first pass the value through the field's
-  type as a write does (``find_by(User, age="30")`` looks for ``30``; a value the field cannot
+  type as a write does (``User.find_by(age="30")`` looks for ``30``; a value the field cannot
   hold raises `FieldTypeError`).
 * Each change updates every field it touches in one script call, and only if its event is
   newer (by stream id) than what the index holds for that pk: a redelivered or replayed change,
@@ -27,13 +27,12 @@ events were trimmed from the feed (``Meta.feed_maxlen``); the order of the two d
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import re
 import types
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
@@ -41,7 +40,7 @@ from redis.asyncio.cluster import ClusterPipeline
 
 from streamstore._logging import get_logger
 from streamstore.connection import resolve_client
-from streamstore.errors import DocumentNotFoundError, FieldTypeError, UsageError
+from streamstore.errors import FieldTypeError, UsageError
 from streamstore.events import Event, loads, text
 from streamstore.executor import get_path, read_heads, scan_keys
 from streamstore.keys import IndexKeys, index_keys
@@ -54,18 +53,13 @@ from streamstore.schema import Codec, field_codec
 
 if TYPE_CHECKING:
     from streamstore.connection import Client, Target
-    from streamstore.model import BaseRedisModel
+    from streamstore.meta import ModelClass
 
-__all__ = ["field_index", "find_by", "find_pks", "rebuild_index", "value_text"]
-
-M = TypeVar("M", bound="BaseRedisModel")
-
-#: Documents loaded at once by `find_by`: enough to overlap round trips, few enough connections.
-LOAD_CONCURRENCY = 50
+__all__ = ["field_index", "find_candidates", "find_pks", "rebuild_index", "value_text"]
 
 #: Fields given to `field_index` in this process, per class: `find_by` accepts them even before
 #: the subscriber recorded them in Redis (a fresh deploy with no change handled yet).
-_DECLARED: dict[type[BaseRedisModel], set[str]] = {}
+_DECLARED: dict[ModelClass, set[str]] = {}
 
 # Updates one pk's entries in a class's indexes for one event, field by field, unless the
 # index already holds that event or a newer one (stream ids compare as (ms, n)).
@@ -178,14 +172,16 @@ def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _field(model: type[BaseModel], name: str) -> tuple[FieldPath, Codec]:
+def _field(model: ModelClass, name: str) -> tuple[FieldPath, Codec]:
     """Return the path of the field ``name`` (dotted for nested models) and its codec.
 
     `UsageError` for a field the class does not have, and for one holding a list, dict, set,
     tuple or model: an index looks up single values.
     """
     path = field_path(name)
-    owner = model
+    if not issubclass(model, BaseModel):
+        raise UsageError(f"{model!r} is not a pydantic model")
+    owner: type[BaseModel] = model
     for depth, part in enumerate(path):
         where = f"{model.__name__}.{'.'.join(path[: depth + 1])}"
         info = owner.__pydantic_fields__.get(part)
@@ -207,11 +203,11 @@ def _dotted(path: FieldPath) -> str:
     return ".".join(path)
 
 
-def _keys(model: type[BaseRedisModel]) -> IndexKeys:
+def _keys(model: ModelClass) -> IndexKeys:
     return index_keys(model.__ss_meta__.keys.prefix)
 
 
-def _client(model: type[BaseRedisModel]) -> Client:
+def _client(model: ModelClass) -> Client:
     return resolve_client(model.__ss_meta__.redis)
 
 
@@ -241,7 +237,7 @@ async def _update(
 
 
 def field_index(
-    model: type[BaseRedisModel],
+    model: ModelClass,
     *fields: str,
     name: str | None = None,
     start: Literal["now", "beginning"] = "beginning",
@@ -282,7 +278,7 @@ def field_index(
     )
 
 
-async def rebuild_index(model: type[BaseRedisModel], *fields: str) -> int:
+async def rebuild_index(model: ModelClass, *fields: str) -> int:
     """Index the stored documents of ``model`` for ``fields`` (default: every indexed field).
 
     For an index added to existing data, or after the feed lost changes it never delivered.
@@ -331,7 +327,7 @@ async def rebuild_index(model: type[BaseRedisModel], *fields: str) -> int:
     return read
 
 
-async def _remove_stale(client: Client, model: type[BaseRedisModel], field: str, as_of: str) -> int:
+async def _remove_stale(client: Client, model: ModelClass, field: str, as_of: str) -> int:
     """Remove the entries of ``field`` whose document does not exist; return how many."""
     keys = _keys(model)
 
@@ -357,7 +353,7 @@ async def _remove_stale(client: Client, model: type[BaseRedisModel], field: str,
 # --- reading -------------------------------------------------------------------------------
 
 
-def _wanted(model: type[BaseRedisModel], equals: Mapping[str, Any]) -> dict[str, str]:
+def _wanted(model: ModelClass, equals: Mapping[str, Any]) -> dict[str, str]:
     """Return the indexed text of each value asked for, checked by its field's type."""
     if not equals:
         raise UsageError(f"find_by({model.__name__}): name at least one field, e.g. email=...")
@@ -374,7 +370,7 @@ def _wanted(model: type[BaseRedisModel], equals: Mapping[str, Any]) -> dict[str,
     return wanted
 
 
-async def _pks(model: type[BaseRedisModel], wanted: Mapping[str, str]) -> set[str]:
+async def _pks(model: ModelClass, wanted: Mapping[str, str]) -> set[str]:
     """Intersect the member sets of ``wanted``; `UsageError` if a field is not indexed."""
     client, keys = _client(model), _keys(model)
     fields = list(wanted)
@@ -404,7 +400,7 @@ async def _pks(model: type[BaseRedisModel], wanted: Mapping[str, str]) -> set[st
     return {text(pk) for pk in found}
 
 
-async def find_pks(model: type[BaseRedisModel], **equals: Any) -> set[str]:
+async def find_pks(model: ModelClass, **equals: Any) -> set[str]:
     """Return the pks the index lists for every ``field=value`` given (dotted for nested).
 
     The index follows the change feed, so it may lag the documents by the subscriber's delay.
@@ -413,32 +409,21 @@ async def find_pks(model: type[BaseRedisModel], **equals: Any) -> set[str]:
     return await _pks(model, _wanted(model, equals))
 
 
-async def find_by(model: type[M], **equals: Any) -> list[M]:
-    """Return the instances of ``model`` whose fields hold every ``field=value`` given, by pk.
+async def find_candidates(
+    model: ModelClass, **equals: Any
+) -> tuple[list[str], Callable[[JSON], bool]]:
+    """Return the pks the index lists for every ``field=value`` given (sorted), and a check.
 
-    ``await find_by(User, email="ann@example.com")``; nested fields by dotted name,
-    ``**{"profile.email": ...}``. The pks come from the index; each instance is loaded and
-    checked again, so an instance deleted or changed since it was indexed is left out (one
-    changed *to* the value appears once the subscriber has handled the change).
+    The check tells whether a document (as ``redis_dump`` gives it) still holds every value:
+    the index follows the change feed, so a listed instance may have changed since (see
+    ``BaseRedisModel.find_by``, which loads the candidates and keeps those that pass).
     `UsageError` for a field without an index; `FieldTypeError` for a value its field cannot hold.
     """
     wanted = _wanted(model, equals)
     pks = sorted(await _pks(model, wanted))
     paths = {dotted: field_path(dotted) for dotted in wanted}
-    found: list[M] = []
-    for start in range(0, len(pks), LOAD_CONCURRENCY):
-        chunk = pks[start : start + LOAD_CONCURRENCY]
-        for instance in await asyncio.gather(*(_load(model, pk) for pk in chunk)):
-            if instance is None:
-                continue
-            document = instance.redis_dump()
-            if all(_text_at(document, paths[field]) == text_ for field, text_ in wanted.items()):
-                found.append(instance)
-    return found
 
+    def holds(document: JSON) -> bool:
+        return all(_text_at(document, paths[field]) == text_ for field, text_ in wanted.items())
 
-async def _load(model: type[M], pk: str) -> M | None:
-    try:
-        return await model.get(model.key_for(pk))
-    except DocumentNotFoundError:
-        return None  # deleted or expired since it was indexed
+    return pks, holds

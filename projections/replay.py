@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from streamstore.connection import resolve_client
 from streamstore.errors import (
     ConcurrencyError,
     CorruptEventError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from streamstore.connection import Client
     from streamstore.events import Entry, Event
     from streamstore.keys import InstanceKeys, KeySpace
+    from streamstore.meta import ModelMeta
 
 __all__ = ["Replayer", "Report", "Summary", "replay_at"]
 
@@ -144,6 +146,14 @@ class Replayer:
         self.keys = keys
         self.upcast = upcast
         self.head = head
+
+    @classmethod
+    def for_meta(cls, meta: ModelMeta, client: Client | None = None) -> Replayer:
+        """Return the replayer of the class whose options are ``meta``.
+
+        It reads through ``client``, else the class's own client (``Meta.redis``) for this loop.
+        """
+        return cls(client or resolve_client(meta.redis), meta.keys, meta.upcast)
 
     # --- one instance ------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from streamstore.errors import ConfigurationError, CorruptEventError
 from streamstore.events import text
 from streamstore.keys import health_key, health_pattern
 from streamstore.projections.consumer import GroupConsumer, Stats
+from streamstore.projections.replay import Replayer
 from streamstore.projections.subscriber import change_of
 
 if TYPE_CHECKING:
@@ -301,7 +302,8 @@ async def catch_up(
         log.error("subscriber.catch_up.corrupt", pk=pk, error=str(exc))
 
     for model in subscriber.models:
-        async for pk, event in model.replayer(client).iter_events(since=since, on_corrupt=skip):
+        replayer = Replayer.for_meta(model.__ss_meta__, client)
+        async for pk, event in replayer.iter_events(since=since, on_corrupt=skip):
             change = change_of(event, model, pk)
             if change is not None and subscriber.wants(change):
                 await subscriber.handler(change)

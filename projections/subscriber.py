@@ -13,7 +13,7 @@ from streamstore.events import Event
 from streamstore.projections.history import field_path
 
 if TYPE_CHECKING:
-    from streamstore.model import BaseRedisModel
+    from streamstore.meta import ModelClass
     from streamstore.paths import FieldPath
 
 __all__ = ["Change", "Handler", "Subscriber", "change_of", "subscriber"]
@@ -28,7 +28,7 @@ class Change(Event):
     """
 
     #: The model class the event belongs to.
-    model: type[BaseRedisModel] | None = None
+    model: ModelClass | None = None
     #: The instance's primary key.
     pk: str = ""
     #: The change feed entry this delivery came from (not the instance stream's ``id``).
@@ -52,7 +52,7 @@ _EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))
 
 def change_of(
     event: Event,
-    model: type[BaseRedisModel],
+    model: ModelClass,
     pk: str,
     *,
     feed_id: str = "",
@@ -83,7 +83,7 @@ class Subscriber:
     """
 
     handler: Handler
-    models: tuple[type[BaseRedisModel], ...]
+    models: tuple[ModelClass, ...]
     name: str
     #: Only events of these types reach the handler (None: all); the rest are acknowledged.
     types: frozenset[str] | None = None
@@ -123,7 +123,7 @@ class Subscriber:
 
 
 def subscriber(
-    *models: type[BaseRedisModel],
+    *models: ModelClass,
     name: str | None = None,
     types: Iterable[str] | None = None,
     paths: Iterable[str | Sequence[str]] | None = None,

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
@@ -26,7 +27,6 @@ from streamstore.errors import (
 )
 from streamstore.events import Entry, Event, flat_entry, read_entry, text
 from streamstore.plan import (
-    APPLY_SCRIPT,
     Applied,
     Plan,
     call_arguments,
@@ -55,6 +55,9 @@ __all__ = [
     "scan_keys",
     "trim_before",
 ]
+
+#: Source of apply.lua, the Redis Functions library every write and the read side's functions run.
+APPLY_SCRIPT = resources.files("streamstore").joinpath("apply.lua").read_text()
 
 # apply.lua is a Redis Functions library. Redis has one namespace of functions per server, so
 # it is loaded under names made from a hash of its text: two versions of streamstore sharing a

@@ -6,7 +6,7 @@ import difflib
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
 
 __all__ = [
     "MAX_EXACT",
     "MAX_PARTITIONS",
     "MAX_TTL",
+    "ModelClass",
     "ModelMeta",
+    "StoredModel",
     "checked_count",
     "checked_ttl",
     "claim_prefix",
@@ -41,6 +44,27 @@ MAX_TTL = 10**12
 MAX_EXACT = 2**53 - 1
 #: Most change feed partitions: Redis Cluster has 16384 slots, more partitions cannot spread wider.
 MAX_PARTITIONS = 16384
+
+
+class StoredModel(Protocol):
+    """A stored model as the read side knows it: its class's fields, options and document keys.
+
+    Every `streamstore.BaseRedisModel` subclass's instances are ones. The read side
+    (`streamstore.projections`) types model classes as `ModelClass` and never imports the model
+    API.
+    """
+
+    __ss_meta__: ClassVar[ModelMeta]
+    __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
+
+    @classmethod
+    def key_for(cls, pk: str) -> str:
+        """Return the document key of the instance ``pk``."""
+        ...
+
+
+#: A model class as the read side takes it (see `StoredModel`).
+ModelClass: TypeAlias = type[StoredModel]
 
 
 def checked_int(value: Any, name: str, *, low: int, high: int = MAX_EXACT) -> int:

@@ -36,7 +36,6 @@ from streamstore.keys import InstanceKeys, check_text
 from streamstore.meta import ModelMeta, checked_count, checked_ttl
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
-from streamstore.projections.field_index import find_by
 from streamstore.schema import codec_for, model_json
 from streamstore.timeline import Timeline
 
@@ -140,16 +139,6 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
     def key_for(cls, pk: str) -> str:
         """Return the document key of the instance ``pk``."""
         return cls.__ss_meta__.keys.for_pk(pk).doc
-
-    @classmethod
-    async def find_by(cls, **equals: Any) -> list[Self]:
-        """Return the instances whose fields hold these values, e.g. ``find_by(email=...)``.
-
-        Reads the field indexes that `streamstore.projections.field_index` subscribers keep
-        (eventually consistent: a change shows once the subscriber handled it); a field
-        without an index raises `UsageError`.
-        """
-        return await find_by(cls, **equals)
 
     @classmethod
     def _ss_handle(cls, pk: str) -> Self:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from streamstore.errors import (
@@ -33,7 +32,6 @@ from streamstore.operations import OPERATIONS, Op, needs_document
 from streamstore.paths import event_path, json_path
 
 __all__ = [
-    "APPLY_SCRIPT",
     "PERSIST",
     "Applied",
     "Plan",
@@ -45,9 +43,6 @@ __all__ = [
 
 #: ``ttl`` that removes an instance's expiry (what ``insert`` does without a life span).
 PERSIST = -1
-
-#: Source of the Lua script that applies a plan atomically.
-APPLY_SCRIPT = resources.files("streamstore").joinpath("apply.lua").read_text()
 
 REDISJSON_HINT = (
     "The Redis server has no RedisJSON module. Use Redis 8 (RedisJSON built in), "

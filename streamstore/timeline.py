@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from streamstore import operations as ops
+from streamstore.errors import DocumentNotFoundError
+from streamstore.projections.field_index import find_candidates
 from streamstore.projections.history import HistoryQuery, field_path, read_history
 from streamstore.projections.replay import Replayer, Report, Summary
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from pydantic.fields import FieldInfo
 
     from streamstore.connection import Client
     from streamstore.events import Event
@@ -23,17 +28,23 @@ if TYPE_CHECKING:
 __all__ = ["Timeline"]
 
 
-class Timeline:
-    """What `BaseRedisModel` offers on its instances' histories (a mixin; see the docs).
+#: Documents `Timeline.find_by` loads at once: enough to overlap round trips, few connections.
+LOAD_CONCURRENCY = 50
 
-    Reads go through the model's upcasters, so events written under an older schema come back
-    as the current model sees them; ``history(raw=True)`` and `all_events` give them as stored.
+
+class Timeline:
+    """What `BaseRedisModel` offers from the read side: histories, replay, field indexes.
+
+    The model API's one door to `streamstore.projections` (a mixin; see the docs). Reads go
+    through the model's upcasters, so events written under an older schema come back as the
+    current model sees them; ``history(raw=True)`` and `all_events` give them as stored.
     """
 
     __slots__ = ()
 
     if TYPE_CHECKING:  # what BaseRedisModel provides
         __ss_meta__: ClassVar[ModelMeta]
+        __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
 
         @property
         def pk(self) -> str: ...  # noqa: D102 (stubs of what BaseRedisModel defines)
@@ -49,6 +60,35 @@ class Timeline:
         ) -> Self: ...
         async def _ss_apply(self, batch: Sequence[Op], *, create: bool = True) -> Applied: ...
         def _ss_only_top_level(self, action: str) -> None: ...
+        @classmethod
+        async def get(cls, key: str) -> Self: ...  # noqa: D102
+        def redis_dump(self) -> dict[str, Any]: ...  # noqa: D102
+
+    @classmethod
+    async def find_by(cls, **equals: Any) -> list[Self]:
+        """Return the instances whose fields hold every value given: ``find_by(email=...)``.
+
+        Nested fields by dotted name, ``**{"profile.email": ...}``. Reads the field indexes
+        that `streamstore.projections.field_index` subscribers keep, then loads each candidate
+        and checks it again: an instance deleted or changed since it was indexed is left out
+        (one changed *to* the value appears once the subscriber has handled the change).
+        `UsageError` for a field without an index; `FieldTypeError` for a value its field
+        cannot hold.
+        """
+        pks, holds = await find_candidates(cls, **equals)
+        found: list[Self] = []
+        for start in range(0, len(pks), LOAD_CONCURRENCY):
+            chunk = pks[start : start + LOAD_CONCURRENCY]
+            loaded = await asyncio.gather(*(cls._ss_get_or_none(pk) for pk in chunk))
+            found += [one for one in loaded if one is not None and holds(one.redis_dump())]
+        return found
+
+    @classmethod
+    async def _ss_get_or_none(cls, pk: str) -> Self | None:
+        try:
+            return await cls.get(cls.key_for(pk))
+        except DocumentNotFoundError:
+            return None  # deleted or expired since it was indexed
 
     @classmethod
     def replayer(cls, client: Client | None = None) -> Replayer:
@@ -56,8 +96,7 @@ class Timeline:
 
         It reads through ``client``, else the class's own client (``Meta.redis``) for this loop.
         """
-        meta = cls.__ss_meta__
-        return Replayer(client or cls._ss_client(), meta.keys, meta.upcast)
+        return Replayer.for_meta(cls.__ss_meta__, client)
 
     # --- one instance ------------------------------------------------------------------------
 
