@@ -116,7 +116,7 @@ def in_package(prefix: str) -> set[str]:
 def test_the_graph_sees_the_read_side_through_the_symlink():
     assert "streamstore.projections.fold" in MODULES
     assert "streamstore.operations" in GRAPH["streamstore.projections.fold"]
-    assert (CORE | EXECUTORS | MODEL_API) <= set(MODULES)
+    assert set(MODULES) >= (CORE | EXECUTORS | MODEL_API)
 
 
 def test_the_core_imports_nothing_above_it():
