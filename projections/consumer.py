@@ -28,6 +28,12 @@ from streamstore.executor import hold_lease, release_lease
 from streamstore.projections.feed import Group, read_feeds
 from streamstore.projections.subscriber import Change, Subscriber, change_of
 
+# Redis calls: leases and reads go through the executors (`hold_lease`, `read_feeds`). The
+# consumer group commands below (XGROUP, XINFO, XAUTOCLAIM, XPENDING, XACK, the handled hash and
+# the dead-letter MULTI) use the client itself: each names one key, which redis-py's cluster
+# client routes and redirects on its own, and redis-py parses their replies (XINFO's maps,
+# XAUTOCLAIM's triples) where our routing returns raw ones. None is on the write path.
+
 if TYPE_CHECKING:
     from streamstore.connection import Client
     from streamstore.keys import GroupKeys, KeySpace

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["BLOCK_MS", "CLUSTER_BLOCK_MS", "Group", "follow_feed", "read_feeds"]
 
+# Redis calls: non-blocking reads go through our routing (`send`, `send_each`). A blocking
+# XREAD / XREADGROUP uses the client itself: it holds its connection for up to `BLOCK_MS`, and
+# must not hold one of the connections our routing shares out among writes.
+
 #: On a cluster, how long a read blocks on one feed while the others are idle, in ms.
 CLUSTER_BLOCK_MS = 100
 

@@ -42,7 +42,7 @@ from streamstore._logging import get_logger
 from streamstore.connection import resolve_client
 from streamstore.errors import FieldTypeError, UsageError
 from streamstore.events import Event, loads, text
-from streamstore.executor import get_path, read_heads, scan_keys
+from streamstore.executor import existing, get_path, read_heads, scan_keys
 from streamstore.keys import IndexKeys, index_keys
 from streamstore.operations import JSON, OPERATIONS
 from streamstore.paths import FieldPath, json_path
@@ -213,6 +213,10 @@ def _client(model: ModelClass) -> Client:
 
 # --- writing -------------------------------------------------------------------------------
 
+# Redis calls: an index's own keys (one hash slot per class, ``{<prefix>}``) are kept with the
+# client and its pipelines, which redis-py routes on a cluster: the subscriber's upkeep, off the
+# write path. Queries go through our routing (`send`), like model reads.
+
 
 async def _update(
     target: Target,
@@ -332,10 +336,7 @@ async def _remove_stale(client: Client, model: ModelClass, field: str, as_of: st
     keys = _keys(model)
 
     async def remove_missing(pks: list[str]) -> int:
-        async with client.pipeline(transaction=False) as pipe:
-            for pk in pks:
-                pipe.exists(model.key_for(pk))
-            exists = await pipe.execute()
+        exists = await existing(client, [model.key_for(pk) for pk in pks])
         missing = [pk for pk, found in zip(pks, exists, strict=True) if not found]
         for pk in missing:
             await _update(client, keys, pk, as_of, {field: None})

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from streamstore.errors import CorruptEventError, UsageError
 from streamstore.events import corrupt, decode_entry, in_stream, text
+from streamstore.executor import read_range
 from streamstore.paths import FieldPath
 from streamstore.projections.upcasting import Upcaster
 
@@ -151,10 +152,7 @@ async def iter_stream(
     low, high = start, end
     previous: int | None = None
     while True:
-        if reverse:
-            reply: Any = await client.xrevrange(stream, high, low, count=page)
-        else:
-            reply = await client.xrange(stream, low, high, count=page)
+        reply = await read_range(client, stream, low, high, page, reverse=reverse)
         events: list[Event] = []
         error: CorruptEventError | None = None
         try:

@@ -22,6 +22,7 @@ from streamstore.errors import (
 from streamstore.events import corrupt, in_stream, loads, text
 from streamstore.executor import (
     Head,
+    existing,
     first_entry,
     iter_entries,
     put_document,
@@ -328,10 +329,7 @@ class Replayer:
         """Return those of ``pks`` whose document has no stream (seen only as documents)."""
         if not pks:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for pk in pks:
-                pipe.exists(self.keys.for_pk(pk).stream)
-            found = await pipe.execute()
+        found = await existing(self.client, [self.keys.for_pk(pk).stream for pk in pks])
         return [pk for pk, exists in zip(pks, found, strict=True) if not exists]
 
     async def _latest(self, keys: InstanceKeys, head: Head | None = None) -> _Latest:

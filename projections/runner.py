@@ -27,6 +27,7 @@ from streamstore._logging import get_logger
 from streamstore.connection import ClientSource, resolve_client
 from streamstore.errors import ConfigurationError, CorruptEventError
 from streamstore.events import text
+from streamstore.executor import delete_keys, get_values, scan_keys, set_expiring
 from streamstore.keys import health_key, health_pattern
 from streamstore.projections.consumer import GroupConsumer, Stats
 from streamstore.projections.replay import Replayer
@@ -237,23 +238,20 @@ class Runner:
                 "at": time.time(),
                 **self._totals(),
             }
+            reports: dict[str, str] = {}
+            for sub in self.subscribers:
+                held = {c.model.__name__: sorted(c.owned) for c in consumers if c.subscriber is sub}
+                reports[health_key(sub.name, self.name)] = json.dumps(
+                    {**report, "partitions": held}
+                )
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for sub in self.subscribers:
-                        held = {
-                            c.model.__name__: sorted(c.owned)
-                            for c in consumers
-                            if c.subscriber is sub
-                        }
-                        payload = json.dumps({**report, "partitions": held})
-                        pipe.set(health_key(sub.name, self.name), payload, px=ttl)
-                    await pipe.execute()
+                await set_expiring(client, reports, ttl)
             except UNAVAILABLE as exc:  # reported again next period; the key's TTL tells the rest
                 self.log.debug("runner.health_report_failed", error=repr(exc))
             await asyncio.sleep(self.health_every)  # the reporting period
 
     async def _clear_health(self, client: Client) -> None:
-        await client.delete(*(health_key(sub.name, self.name) for sub in self.subscribers))
+        await delete_keys(client, [health_key(sub.name, self.name) for sub in self.subscribers])
 
 
 class Health(dict[str, Any]):
@@ -271,13 +269,13 @@ async def check_health(
     now = time.time()
     for sub in subscribers:
         reports: list[Health] = []
-        async for key in client.scan_iter(match=health_pattern(sub.name), count=1000):
-            raw = await client.get(key)
-            if raw is None:
-                continue
-            report = Health(json.loads(text(raw)))
-            if now - float(report.get("at", 0)) <= max_age:
-                reports.append(report)
+        async for keys in scan_keys(client, health_pattern(sub.name)):
+            for raw in await get_values(client, keys):
+                if raw is None:
+                    continue  # expired since the scan
+                report = Health(json.loads(text(raw)))
+                if now - float(report.get("at", 0)) <= max_age:
+                    reports.append(report)
         found[sub.name] = reports
     return found
 

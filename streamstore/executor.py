@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -37,10 +37,14 @@ from streamstore.routing import Command, require_one_slot, send, send_each
 
 __all__ = [
     "Head",
+    "delete_keys",
+    "existing",
     "first_entry",
     "get_document",
     "get_document_and_seq",
+    "get_documents",
     "get_path",
+    "get_values",
     "hold_lease",
     "iter_entries",
     "iter_events",
@@ -48,11 +52,13 @@ __all__ = [
     "put_document",
     "read_head",
     "read_heads",
+    "read_range",
     "release_lease",
     "run_plan",
     "run_plans",
     "run_together",
     "scan_keys",
+    "set_expiring",
     "trim_before",
 ]
 
@@ -241,6 +247,43 @@ async def get_document(client: Client, key: str) -> str | bytes | None:
     return raw  # bytes or str: it goes straight to validate_json
 
 
+async def get_documents(client: Client, keys: Sequence[str]) -> list[str | bytes | None]:
+    """Return the raw JSON documents at ``keys`` (None where there is none), in order.
+
+    One round trip per primary (all of them on one server), each read on its own.
+    """
+    return await _each(client, [(key, ("JSON.GET", key)) for key in keys])
+
+
+async def existing(client: Client, keys: Sequence[str]) -> list[bool]:
+    """Tell, for each of ``keys``, whether it exists (one round trip per primary)."""
+    return [bool(found) for found in await _each(client, [(key, ("EXISTS", key)) for key in keys])]
+
+
+async def get_values(client: Client, keys: Sequence[str]) -> list[str | bytes | None]:
+    """Return the string values at ``keys`` (None where there is none), in order."""
+    return await _each(client, [(key, ("GET", key)) for key in keys])
+
+
+async def set_expiring(client: Client, values: Mapping[str, str], ms: int) -> None:
+    """Set each key of ``values`` to its value, expiring in ``ms`` milliseconds."""
+    await _each(client, [(key, ("SET", key, value, "PX", ms)) for key, value in values.items()])
+
+
+async def delete_keys(client: Client, keys: Sequence[str]) -> int:
+    """Delete ``keys`` (each on its own: a cluster spreads them); return how many existed."""
+    return sum(await _each(client, [(key, ("DEL", key)) for key in keys]))
+
+
+async def _each(client: Client, calls: Sequence[tuple[str, Command]]) -> list[Any]:
+    """Send independent one-key commands through our routing; raise the first refusal."""
+    replies, _ = await send_each(client, calls)
+    for (key, _), reply in zip(calls, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            raise _refusal(reply, [key]) from None
+    return replies
+
+
 async def _json_get(client: Client, key: str, *paths: str) -> Any:
     """JSON.GET through our routing: like writes, many at once wait for a connection."""
     (reply,) = await send(client, key, [("JSON.GET", key, *paths)])
@@ -318,6 +361,19 @@ async def put_document(
     return None if stored is None else text(stored)
 
 
+async def read_range(
+    client: Client, stream: str, low: str, high: str, count: int, *, reverse: bool = False
+) -> list[tuple[Any, dict[Any, Any]]]:
+    """Return one page of ``stream``: up to ``count`` entries from ``low`` to ``high``.
+
+    Oldest first (XRANGE), or newest first from ``high`` with ``reverse`` (XREVRANGE); each
+    entry as ``(id, fields)``, names and values as the client returns them.
+    """
+    if reverse:
+        return cast("list[Any]", await client.xrevrange(stream, high, low, count=count))
+    return cast("list[Any]", await client.xrange(stream, low, high, count=count))
+
+
 async def iter_entries(
     client: Client,
     stream: str,
@@ -334,11 +390,8 @@ async def iter_entries(
     """
     low, high = start, end
     while True:
-        if reverse:
-            reply = await client.xrevrange(stream, high, low, count=page)
-        else:
-            reply = await client.xrange(stream, low, high, count=page)
-        entries = [read_entry(entry_id, fields) for entry_id, fields in cast("list[Any]", reply)]
+        reply = await read_range(client, stream, low, high, page, reverse=reverse)
+        entries = [read_entry(entry_id, fields) for entry_id, fields in reply]
         if entries:
             yield entries
         if len(entries) < page:

@@ -27,6 +27,7 @@ from streamstore.errors import (
     UsageError,
 )
 from streamstore.executor import (
+    existing,
     get_document,
     get_document_and_seq,
     run_plan,
@@ -260,7 +261,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         object.__setattr__(model, "_ss_persisted", True)  # never create it first
         existed = None
         if active_pipeline() is not None:
-            existed = bool(await model._ss_client().exists(key))
+            (existed,) = await existing(model._ss_client(), [key])
         applied = await model._ss_apply([ops.delete(if_exists=True)], create=False)
         return existed if existed is not None else bool(applied.events)
 

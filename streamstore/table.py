@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self, cast
 
 from streamstore import operations as ops
 from streamstore.errors import ConfigurationError, UsageError
-from streamstore.executor import list_members, run_plans
+from streamstore.executor import get_documents, list_members, run_plans
 from streamstore.meta import checked_int, checked_ttl
 from streamstore.model import BaseRedisModel
 from streamstore.operations import Op
@@ -165,10 +165,7 @@ class TableModel(BaseRedisModel):
         if not pks:
             return []
         keys = [cls.key_for(pk) for pk in pks]
-        async with cls._ss_client().pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.execute_command("JSON.GET", key)
-            found = await pipe.execute()
+        found = await get_documents(cls._ss_client(), keys)
         return [
             cls._ss_loaded(raw, pk, key)
             for pk, key, raw in zip(pks, keys, found, strict=True)

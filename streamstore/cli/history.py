@@ -38,6 +38,7 @@ from streamstore.cli._app import (
 )
 from streamstore.connection import DEFAULT_URL
 from streamstore.errors import CorruptEventError
+from streamstore.executor import existing
 from streamstore.model import BaseRedisModel
 from streamstore.projections.audit_log import audit_record
 from streamstore.projections.feed import follow_feed
@@ -85,7 +86,7 @@ def history(
                 # Text, not str: rich would read "[...]" in stored values as markup.
                 cells = (str(event.seq), when, event.type, event.path, data, meta)
                 table.add_row(*(Text(cell) for cell in cells))
-            if not found and not await client.exists(stream):  # no match is fine, no stream not
+            if not found and not (await existing(client, [stream]))[0]:  # no stream: an error
                 raise CliError(f"{key} has no history (no stream {stream})")
 
     with reported():

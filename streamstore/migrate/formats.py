@@ -231,6 +231,7 @@ async def load_nested(client: Client, tops: Iterable[Mapping[str, str]]) -> Nest
     wanted = {key for fields in tops for key in _references(fields)}
     while wanted:
         order = sorted(wanted)
+        # Another library's hashes, on the caller's client: see `importer._Importer._read`.
         async with client.pipeline(transaction=False) as pipe:
             for key in order:
                 pipe.hgetall(key)

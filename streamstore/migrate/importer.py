@@ -216,6 +216,9 @@ class _Importer:
 
     async def _read(self, keys: Sequence[bytes | str]) -> list[_Old]:
         """Return the old records at ``keys`` that still exist, each with its TTL."""
+        # Another library's hashes, read with the client the caller passed (often another
+        # server): redis-py's pipeline, not our routing, which serves our own keys. Writes
+        # go through the executor (`run_plans`).
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(key)
