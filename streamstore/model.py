@@ -143,12 +143,17 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
 
     @classmethod
     def _ss_handle(cls, pk: str) -> Self:
-        """Return an unvalidated instance that only addresses the stored instance ``pk``."""
+        """Return an unvalidated instance that only addresses the stored instance ``pk``.
+
+        Writes through it never create the instance first (it is taken as stored): a partial
+        document is never written.
+        """
         key_field = cls.__ss_meta__.primary_key
         values: dict[str, Any] = {} if key_field is None else {key_field: pk}
         model = cast("Self", cls.model_construct(None, **values))
         if key_field is None:
             model.pk = pk
+        object.__setattr__(model, "_ss_persisted", True)
         return model
 
     @classmethod
@@ -258,7 +263,6 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
         Inside a pipeline the delete is queued, and the answer is whether it existed when asked.
         """
         model = cls._ss_handle(cls._pk_of(key))
-        object.__setattr__(model, "_ss_persisted", True)  # never create it first
         existed = None
         if active_pipeline() is not None:
             (existed,) = await existing(model._ss_client(), [key])

@@ -104,7 +104,6 @@ class TableModel(BaseRedisModel):
             codec = field_codec(cls, name)
             raw = codec.dump_json(codec.validate(value))
             batch.append(ops.set_value((name,), raw, readback=codec.may_hold_floats))
-        object.__setattr__(record, "_ss_persisted", True)  # never create a partial record
         await record._ss_apply(batch, create=False, ttl=ttl)
 
     @classmethod
