@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import (
     ClusterError,
     NoPermissionError,
@@ -54,6 +55,7 @@ __all__ = [
     "read_heads",
     "read_range",
     "release_lease",
+    "run_each",
     "run_plan",
     "run_plans",
     "run_together",
@@ -149,8 +151,23 @@ async def run_plans(
 ) -> list[Applied]:
     """Run several plans in one round trip; each is atomic on its own, not all together.
 
-    Raises the first plan's error, if any failed (the others have been applied). On a cluster
-    the plans go to their slots' primaries, one round trip to each.
+    Raises the first plan's error, if any failed (the others have been applied: `run_each`
+    tells which). On a cluster the plans go to their slots' primaries, one round trip to each.
+    """
+    results = await run_each(client, plans, durability)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return cast("list[Applied]", results)
+
+
+async def run_each(
+    client: Client, plans: Sequence[Plan], durability: Durability | None = None
+) -> list[Applied | Exception]:
+    """`run_plans`, returning per plan what it applied or the error that refused it.
+
+    With ``durability``, a `DurabilityError` is raised whose ``applied`` holds, per plan, what
+    it applied (None where it was refused).
     """
     calls = []
     for plan in plans:
@@ -159,17 +176,21 @@ async def run_plans(
     replies, waits = await _send_calls(
         client, calls, then=None if durability is None else durability.command()
     )
-    applied = [
-        _applied(reply, plan.keys[:1])[0] for plan, reply in zip(plans, replies, strict=True)
+    results: list[Applied | Exception] = [
+        _refusal(reply, plan.keys[:1])
+        if isinstance(reply, ResponseError)
+        else parse_reply(reply)[0]
+        for plan, reply in zip(plans, replies, strict=True)
     ]
     if durability is not None:
+        applied = [result if isinstance(result, Applied) else None for result in results]
         for key, confirmed in waits:
             _check_durable(durability, confirmed, key, applied)
-    return applied
+    return results
 
 
 def _check_durable(
-    durability: Durability, reply: Any, key: str, applied: Sequence[Applied] = ()
+    durability: Durability, reply: Any, key: str, applied: Sequence[Applied | None] = ()
 ) -> None:
     if isinstance(reply, ResponseError):
         message = str(reply)
@@ -247,12 +268,35 @@ async def get_document(client: Client, key: str) -> str | bytes | None:
     return raw  # bytes or str: it goes straight to validate_json
 
 
+#: Most keys one JSON.MGET reads.
+_MGET_KEYS = 1000
+
+
 async def get_documents(client: Client, keys: Sequence[str]) -> list[str | bytes | None]:
     """Return the raw JSON documents at ``keys`` (None where there is none), in order.
 
-    One round trip per primary (all of them on one server), each read on its own.
+    One JSON.MGET per hash slot (one server: one for all) and `_MGET_KEYS` keys, those of a
+    primary in one round trip; each document is read on its own, as of its own moment.
     """
-    return await _each(client, [(key, ("JSON.GET", key)) for key in keys])
+    by_slot: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        slot = 0 if not isinstance(client, RedisCluster) else key_slot(key.encode())
+        by_slot.setdefault(slot, []).append(index)
+    # At most _MGET_KEYS a command: a huge one would hold the server up for everyone else.
+    groups = [
+        indexes[start : start + _MGET_KEYS]
+        for indexes in by_slot.values()
+        for start in range(0, len(indexes), _MGET_KEYS)
+    ]
+    replies = await _each(
+        client,
+        [(keys[group[0]], ("JSON.MGET", *(keys[i] for i in group), ".")) for group in groups],
+    )
+    found: list[str | bytes | None] = [None] * len(keys)
+    for group, documents in zip(groups, replies, strict=True):
+        for index, document in zip(group, documents, strict=True):
+            found[index] = document
+    return found
 
 
 async def existing(client: Client, keys: Sequence[str]) -> list[bool]:

@@ -18,12 +18,11 @@ from typing import Any, ClassVar, Self, cast
 
 from streamstore import operations as ops
 from streamstore.errors import ConfigurationError, UsageError
-from streamstore.executor import get_documents, list_members, run_plans
+from streamstore.executor import list_members, run_plans
 from streamstore.meta import checked_int, checked_ttl
 from streamstore.model import BaseRedisModel
-from streamstore.operations import Op
-from streamstore.plan import PERSIST, Plan
-from streamstore.schema import codec_for, field_codec, model_json
+from streamstore.plan import PERSIST
+from streamstore.schema import field_codec
 
 __all__ = ["TableModel"]
 
@@ -74,15 +73,7 @@ class TableModel(BaseRedisModel):
             raise UsageError(f"{cls.__name__}.insert takes {cls.__name__} instances")
         if not records:
             return
-        saves = [record._ss_save_plan(ttl) for record in records]
-        results = await cls._ss_write_many(records, [plan for _, plan in saves])
-        for record, (op, _), applied in zip(records, saves, results, strict=True):
-            record._ss_keep_stored(op, applied)
-
-    def _ss_save_plan(self, ttl: int) -> tuple[Op, Plan]:
-        """Plan writing this record whole (a ``saved`` event) with ``ttl``: insert's unit."""
-        op = ops.save(model_json(self), readback=codec_for(type(self)).may_hold_floats)
-        return op, self._ss_plan([op], create=False, ttl=ttl)
+        await cls._ss_write_each([(record, record._ss_save_op()) for record in records], ttl=ttl)
 
     @classmethod
     async def update(
@@ -163,13 +154,7 @@ class TableModel(BaseRedisModel):
         """Load records by pk in one round trip; the missing ones are left out."""
         if not pks:
             return []
-        keys = [cls.key_for(pk) for pk in pks]
-        found = await get_documents(cls._ss_client(), keys)
-        return [
-            cls._ss_loaded(raw, pk, key)
-            for pk, key, raw in zip(pks, keys, found, strict=True)
-            if raw is not None
-        ]
+        return await cls.get_many(pks)
 
     @classmethod
     async def _ss_all_pks(cls, page: int | None = None) -> AsyncIterator[str]:

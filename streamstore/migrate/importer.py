@@ -264,7 +264,7 @@ class _Importer:
         plans: list[Plan] = []
         for old, (record, _) in valid:
             with event_context(imported_from={"library": self.report.source, "key": old.key}):
-                plans.append(record._ss_save_plan(old.ttl)[1])
+                plans.append(record._ss_plan([record._ss_save_op()], create=False, ttl=old.ttl))
         applied = await run_plans(writer, plans)
         for (_, (record, _)), one in zip(valid, applied, strict=True):
             record._ss_applied(one)
