@@ -19,7 +19,7 @@ from streamstore.errors import (
     StoredDataError,
     UnsafeKeyError,
 )
-from streamstore.events import corrupt, in_stream, loads, text
+from streamstore.events import corrupt, in_stream, loads, read_entry, text
 from streamstore.executor import (
     Head,
     existing,
@@ -28,6 +28,7 @@ from streamstore.executor import (
     put_document,
     read_head,
     read_heads,
+    read_range,
     scan_keys,
     trim_before,
 )
@@ -457,7 +458,7 @@ async def _replay_at(
     at: datetime | None,
     upcast: Upcaster | None,
 ) -> tuple[JSON, int]:
-    end = "+" if at is None else str(epoch_ms(at))
+    end = str(epoch_ms(at)) if at is not None else await _end_at_seq(client, keys.stream, seq)
     target = f"seq {seq}" if at is None else at.isoformat()
     pages = iter_entries(client, keys.stream, end=end, reverse=True, page=PAGE)
     entries, oldest = await _collect_back(pages, keys.stream, keep_to=seq)
@@ -476,6 +477,61 @@ async def _replay_at(
     if document is None:
         raise DocumentNotFoundError(f"{keys.doc} did not exist at {target}")
     return document, entries[-1].seq
+
+
+async def _end_at_seq(client: Client, stream: str, seq: int | None) -> str:
+    """Return an id to read back from for the state at ``seq``: at or after its entry.
+
+    Reading back from the newest entry costs a page per `PAGE` newer events; instead the
+    entry is found by its id. Ids grow with seq, so each probe (the newest entry at or before
+    a guessed id) narrows the range: the guess is interpolated from the ends' times, and
+    halves the range when that makes no headway (bursts of writes). Once the entry is within
+    a page of the lower end, one forward read finds it. A few reads in all, whatever the
+    history's length; ``+`` (read from the newest) where the search cannot help.
+    """
+    newest = await read_range(client, stream, "-", "+", 1, reverse=True)
+    oldest = await read_range(client, stream, "-", "+", 1)
+    if seq is None or not newest or not oldest:
+        return "+"
+    low, high = read_entry(*oldest[0]), read_entry(*newest[0])
+    if seq >= high.seq or seq < low.seq:
+        return "+"  # the newest state, or one compaction removed: the walk back says which
+    halve = False
+    while seq - low.seq >= PAGE:
+        low_ms, high_ms = _id_ms(low.id), _id_ms(high.id)
+        if high_ms - low_ms <= 1:
+            break  # one millisecond holds them all: only reading forward can tell
+        share = (seq - low.seq) / (high.seq - low.seq)
+        guess = (low_ms + high_ms) // 2 if halve else low_ms + int(share * (high_ms - low_ms))
+        guess = min(max(guess, low_ms + 1), high_ms - 1)
+        (found,) = await read_range(
+            client, stream, "-", f"{guess}-{_LAST_ID_PART}", 1, reverse=True
+        )
+        probe = read_entry(*found)
+        if probe.seq > seq:
+            high, halve = probe, _far(probe.seq - seq, high.seq - low.seq)
+        else:
+            low, halve = probe, _far(seq - probe.seq, high.seq - low.seq)
+        if probe.seq == seq:
+            return text(probe.id)
+    # The entry is within a page after ``low`` (or the range is one millisecond): read forward.
+    async for page in iter_entries(client, stream, start=text(low.id), page=PAGE):
+        for entry in page:
+            if entry.seq >= seq:
+                return text(entry.id)
+    return "+"
+
+
+_LAST_ID_PART = "18446744073709551615"
+
+
+def _id_ms(entry_id: str | bytes) -> int:
+    return int(text(entry_id).partition("-")[0])
+
+
+def _far(left: int, span: int) -> bool:
+    """Tell whether a probe left more than half the range: halve it next (no headway)."""
+    return left * 2 > span
 
 
 def _fold(entries: list[Entry], upcast: Upcaster | None) -> JSON:

@@ -125,3 +125,42 @@ def test_snapshot_every_must_be_a_non_negative_int():
         class Bad(BaseRedisModel):
             class Meta:
                 snapshot_every = -1
+
+
+class LongLog(BaseRedisModel):
+    count: int = 0
+
+    class Meta:
+        snapshot_every = 100
+        partitions = 1
+
+
+async def long_log(events: int, *, burst: int) -> LongLog:
+    """A history of about ``events`` events, written ``burst`` increments per call."""
+    log = LongLog()
+    await log.save()
+    while (log.version or 0) < events:
+        async with log.pipeline():
+            for _ in range(burst):
+                await log.count.increase(1)
+    return log
+
+
+async def range_reads(redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("xrange", "xrevrange"))
+
+
+@pytest.mark.single_node  # counts the server's own command statistics
+@pytest.mark.parametrize("burst", [1, 250], ids=["one per call", "bursts"])
+async def test_as_of_a_seq_reads_a_few_pages_whatever_the_history_length(redis, burst):
+    log = await long_log(12_000, burst=burst)
+    history = await log.history()
+    by_seq = {event.seq: event for event in history}
+    for target in (2, 777, 6_001, 11_432, log.version - 1):
+        before = await range_reads(redis)
+        found = await LongLog.as_of(log.pk, seq=target)
+        assert await range_reads(redis) - before <= 10
+        counts = [e.data["value"] for e in history if e.seq <= target and e.type == "number.incr"]
+        assert found.count == (counts[-1] if counts else 0)
+        assert found.version == target or by_seq[found.version].type == "snapshot"
