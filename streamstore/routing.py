@@ -8,6 +8,7 @@ import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+import hiredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, MaxConnectionsError, ResponseError, TryAgainError
@@ -145,9 +146,25 @@ class _Gate:
 _gates: weakref.WeakKeyDictionary[Client, dict[str, _Gate]] = weakref.WeakKeyDictionary()
 
 
+def _packed(connection: Any, commands: Sequence[Command]) -> Any:
+    """Return ``commands`` in the wire format, as the connection would pack them.
+
+    hiredis packs a command several times faster than redis-py's own packer (a write's ~26
+    arguments: about 2 µs against 16); it encodes text as UTF-8, so it is used only where the
+    connection does the same.
+    """
+    encoder = connection.encoder
+    if encoder.encoding.lower() in _UTF8 and encoder.encoding_errors == "strict":
+        return [hiredis.pack_command(cast("Any", tuple(command))) for command in commands]
+    return connection.pack_commands(commands)
+
+
+_UTF8 = ("utf-8", "utf8")
+
+
 async def exchange(connection: Any, commands: Sequence[Command]) -> list[Any]:
     """Send ``commands`` in one write and read their replies, errors as values."""
-    await connection.send_packed_command(connection.pack_commands(commands))
+    await connection.send_packed_command(_packed(connection, commands))
     replies: list[Any] = []
     for _ in commands:
         try:
