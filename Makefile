@@ -12,4 +12,5 @@ test-cluster:
 lint:
 	bash scripts/bootstrap.sh
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check streamstore projections tests
 	.venv/bin/mypy

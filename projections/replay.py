@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from streamstore.arguments import checked_count
 from streamstore.connection import resolve_client
 from streamstore.errors import (
+    ArgumentTypeError,
     ConcurrencyError,
     CorruptEventError,
     DocumentNotFoundError,
@@ -441,10 +443,16 @@ async def replay_at(
     """Fold one instance's stream up to event ``seq`` or time ``at``; also return the last seq.
 
     Needs only the instance's keys (`streamstore.keys.instance_keys_of` makes them from a
-    document key), not its model class. See `Replayer.as_of` for the errors.
+    document key), not its model class. See `Replayer.as_of` for the errors; bad arguments
+    (both or neither of ``seq`` and ``at``, a ``seq`` that is no int >= 0, an ``at`` that is
+    no datetime) raise `ArgumentTypeError` or `ArgumentValueError` before anything is read.
     """
     if (seq is None) == (at is None):
-        raise TypeError("as_of() takes exactly one of seq= and at=")
+        raise ArgumentTypeError("as_of() takes exactly one of seq= and at=")
+    if seq is not None:
+        seq = checked_count(seq, "seq")
+    if at is not None and not isinstance(at, datetime):
+        raise ArgumentTypeError(f"at must be a datetime, not {type(at).__name__} {at!r}")
     try:
         return await _replay_at(client, keys, seq, at, upcast)
     except CorruptEventError as exc:

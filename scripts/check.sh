@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 echo "== ruff check"
 .venv/bin/ruff check .
+echo "== ruff format --check"
+.venv/bin/ruff format --check streamstore projections tests
 echo "== mypy"
 .venv/bin/mypy
 echo "== mkdocs build --strict"

@@ -186,4 +186,3 @@ class ConcurrencyError(StreamStoreError):
 
 class LockTimeoutError(ConcurrencyError, TimeoutError):
     """A lock held by someone else was not released in time."""
-

@@ -161,11 +161,14 @@ def instance_keys_of(doc_key: str) -> InstanceKeys:
     """Return every key of the instance whose document key is ``doc_key``, without its class.
 
     All of them differ from the document key only after the hash tag (which holds no ``}``,
-    since key prefixes cannot). Raises ValueError for anything but a document key.
+    since key prefixes cannot). `ArgumentTypeError` for a non-str, `ArgumentValueError` (a
+    ValueError) for a str that is not a document key.
     """
-    end = doc_key.find("}")
+    end = check_text(doc_key, "a document key").find("}")
     if not doc_key.startswith("{") or doc_key[end + 1 : end + 2] != ":":
-        raise ValueError(f"{doc_key!r} is not a streamstore document key ({{<prefix>:<n>}}:<pk>)")
+        raise ArgumentValueError(
+            f"{doc_key!r} is not a streamstore document key ({{<prefix>:<n>}}:<pk>)"
+        )
     tag, pk = doc_key[: end + 1], doc_key[end + 2 :]
     return InstanceKeys(
         doc=doc_key,

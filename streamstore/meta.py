@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from streamstore.arguments import MAX_EXACT, checked_int, checked_ttl
 from streamstore.connection import ClientSource, RedisSettings
 from streamstore.durability import Durability
 from streamstore.errors import ArgumentTypeError, ArgumentValueError, ConfigurationError, UsageError
@@ -24,24 +24,14 @@ if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
 __all__ = [
-    "MAX_EXACT",
     "MAX_PARTITIONS",
-    "MAX_TTL",
     "ModelClass",
     "ModelMeta",
     "StoredModel",
-    "checked_count",
-    "checked_ttl",
     "claim_prefix",
     "release_prefix",
 ]
 
-#: Largest TTL in seconds (about 31,700 years). Redis's EXPIRE refuses more than about 9.2e15 s
-#: (the expiry in ms must fit a signed 64-bit int), and the script keeps expiry times in epoch
-#: ms as Lua numbers (doubles), exact only below 2**53 ms: 10**12 s stays far inside both.
-MAX_TTL = 10**12
-#: Largest count or version the script reads as a number: Lua numbers are doubles.
-MAX_EXACT = 2**53 - 1
 #: Most change feed partitions: Redis Cluster has 16384 slots, more partitions cannot spread wider.
 MAX_PARTITIONS = 16384
 
@@ -65,31 +55,6 @@ class StoredModel(Protocol):
 
 #: A model class as the read side takes it (see `StoredModel`).
 ModelClass: TypeAlias = type[StoredModel]
-
-
-def checked_int(value: Any, name: str, *, low: int, high: int = MAX_EXACT) -> int:
-    """Return ``value`` as an int from ``low`` to ``high``, or raise naming ``name``.
-
-    Anything with ``__index__`` counts as an int (numpy's too); bools do not, nor do floats,
-    even whole ones, nor numeric text. `ArgumentTypeError` (a TypeError) for the wrong type,
-    `ArgumentValueError` (a ValueError) for one out of range.
-    """
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    number = operator.index(value)
-    if not low <= number <= high:
-        raise ArgumentValueError(f"{name} must be from {low} to {high}, not {number}")
-    return number
-
-
-def checked_ttl(value: Any, name: str = "ttl") -> int:
-    """Return a TTL in seconds checked: an int from 1 to `MAX_TTL` (see `checked_int`)."""
-    return checked_int(value, name, low=1, high=MAX_TTL)
-
-
-def checked_count(value: Any, name: str) -> int:
-    """Return a count or version checked: an int from 0 to `MAX_EXACT` (see `checked_int`)."""
-    return checked_int(value, name, low=0)
 
 
 def _checked_redis(source: Any) -> ClientSource:

@@ -13,6 +13,7 @@ from redis.exceptions import LockError
 
 from streamstore import operations as ops
 from streamstore._logging import debug_enabled, get_logger
+from streamstore.arguments import checked_count, checked_ttl
 from streamstore.changes import changes_since
 from streamstore.connection import resolve_client
 from streamstore.context import current_meta_json
@@ -35,7 +36,7 @@ from streamstore.executor import (
     run_plan,
 )
 from streamstore.keys import InstanceKeys, check_text
-from streamstore.meta import ModelMeta, checked_count, checked_ttl
+from streamstore.meta import ModelMeta
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
 from streamstore.schema import codec_for, model_json

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from streamstore.arguments import checked_ttl
 from streamstore.connection import RedisSettings
 from streamstore.errors import ConfigurationError, UsageError
 from streamstore.keys import KeySpace
-from streamstore.meta import checked_ttl, claim_prefix, release_prefix
+from streamstore.meta import claim_prefix, release_prefix
 
 if TYPE_CHECKING:
     from streamstore.model import BaseRedisModel

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, Self, cast
 
 from streamstore import operations as ops
+from streamstore.arguments import checked_int, checked_ttl
 from streamstore.errors import ConfigurationError, UsageError
 from streamstore.executor import list_members, run_plans
-from streamstore.meta import checked_int, checked_ttl
 from streamstore.model import BaseRedisModel
 from streamstore.plan import PERSIST
 from streamstore.schema import field_codec

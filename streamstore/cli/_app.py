@@ -210,6 +210,3 @@ def progress(what: str) -> Iterator[Callable[[], None]]:
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(what, total=None)
         yield lambda: progress.advance(task)
-
-
-# --- history and as-of: one instance, by its document key ------------------------------------

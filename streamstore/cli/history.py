@@ -45,6 +45,8 @@ from streamstore.projections.feed import follow_feed
 from streamstore.projections.history import HistoryQuery, field_path, iter_history
 from streamstore.projections.replay import replay_at
 
+# --- history and as-of: one instance, by its document key ------------------------------------
+
 #: Characters of an event's data shown in the history table before it is cut with "…".
 DATA_WIDTH = 40
 
@@ -143,7 +145,7 @@ def as_of(
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-# --- verify and rebuild: every instance of a class, or one -----------------------------------
+# --- export and tail: the audit log and the live change feed ---------------------------------
 
 
 @app.command()

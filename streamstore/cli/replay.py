@@ -23,6 +23,8 @@ from streamstore.connection import DEFAULT_URL
 from streamstore.model import BaseRedisModel
 from streamstore.projections.replay import Summary
 
+# --- verify and rebuild: every instance of a class, or one -----------------------------------
+
 #: Per mode of verify/rebuild: what the summary calls an instance that differs, and its line.
 OUTCOMES = {
     "verify": ("differing", "differs at"),
@@ -97,6 +99,3 @@ def _check(model: str, mode: str, pk: str | None, url: str, batch: int) -> None:
     # run did not fix, and what rebuild could not replay.
     left = [r for r in summary.reports if r.problem or mode != "rebuild"]
     raise typer.Exit(1 if left else 0)
-
-
-# --- export and tail: the audit log and the live change feed ---------------------------------

@@ -40,11 +40,7 @@ async def test_writes_continue_through_a_failover_and_no_acknowledged_event_is_l
         for ledger in ledgers:
             await ledger.save()
         victim = primary_of(ledgers[0])
-        on_victim = [
-            ledger
-            for ledger in ledgers
-            if primary_of(ledger) == victim
-        ]
+        on_victim = [ledger for ledger in ledgers if primary_of(ledger) == victim]
 
         acknowledged: dict[str, list[int]] = defaultdict(list)
         failures: list[BaseException] = []

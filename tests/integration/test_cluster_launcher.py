@@ -23,6 +23,7 @@ from streamstore.testing import cluster as cluster_launcher
 # Starts clusters of its own: once per CI run is enough.
 pytestmark = pytest.mark.single_node
 
+
 def _node_client(port: int) -> redis.Redis:
     # No retries: checking that a stopped node does not answer should not take a backoff.
     return redis.Redis(

@@ -14,6 +14,7 @@ from streamstore.connection import DEFAULT_URL
 # Plain-client flavours, a server without RedisJSON, FUNCTION FLUSH on one server.
 pytestmark = pytest.mark.single_node
 
+
 class Note(BaseRedisModel):
     text: str = ""
     tags: list[str] = Field(default_factory=list)

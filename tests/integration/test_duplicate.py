@@ -88,7 +88,7 @@ class CountingConnection(aioredis.Connection):
 @pytest.mark.single_node  # counts round trips on a plain client's connection
 async def test_duplicate_many_of_a_hundred_is_one_round_trip(redis, redis_url):
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-    client = aioredis.Redis(connection_pool=pool)
+    client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
     class Counted(BaseRedisModel):
         name: str = "t"

@@ -18,7 +18,7 @@ from streamstore import (
     UsageError,
     event_context,
 )
-from streamstore.meta import MAX_TTL
+from streamstore.arguments import MAX_TTL
 from streamstore.store import Store
 from streamstore.table import TableModel
 

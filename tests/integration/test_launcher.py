@@ -18,6 +18,7 @@ from streamstore.testing import server as launcher
 # Tests the single-server launcher itself; the cluster run has nothing to add.
 pytestmark = pytest.mark.single_node
 
+
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 

@@ -32,6 +32,7 @@ from streamstore.table import TableModel
 # The old libraries' data sits on one plain server; round trips are counted on one connection.
 pytestmark = pytest.mark.single_node
 
+
 class Agent(BaseModel):
     name: str
     phone: str  # digits: raw text in pydantic-redis, never a number
@@ -345,7 +346,7 @@ async def test_each_batch_is_written_in_one_round_trip_to_the_target(redis, redi
         await redis.hset(f"entry:{pk}", mapping={"id": str(pk), "note": f"n{pk}"})
     await Entry.insert(Entry(id=-1, note="loads the function library"))
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-    target = aioredis.Redis(connection_pool=pool)
+    target = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
     try:
         await target.ping()  # connects: the handshake is not the import's
         CountingConnection.sends = 0

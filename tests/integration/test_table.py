@@ -76,7 +76,7 @@ async def test_insert_writes_saved_events_and_select_returns_records_in_key_orde
 @pytest.mark.single_node  # counts round trips on a plain client's connection
 async def test_insert_of_many_is_one_round_trip(shelf, redis_url):
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-    client = aioredis.Redis(connection_pool=pool)
+    client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
     meta = Book.__ss_meta__
     try:
         Book.__ss_meta__ = dataclasses.replace(meta, redis=client)  # count this client's sends

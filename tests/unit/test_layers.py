@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).parents[2] / "streamstore"
 
 #: Pure: no I/O, no clock; everything else stands on it.
 CORE = {
+    "streamstore.arguments",
     "streamstore.errors",
     "streamstore.events",
     "streamstore.keys",

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from streamstore import ConfigurationError, UnsafeKeyError, UsageError
+from streamstore import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    ConfigurationError,
+    UnsafeKeyError,
+    UsageError,
+)
 from streamstore.events import Event
 from streamstore.keys import KeySpace, instance_keys_of
 from streamstore.projections import fold
 from streamstore.projections.diff import differences, redisjson_path, render_path
 from streamstore.projections.history import HistoryQuery, epoch_ms
+from streamstore.projections.replay import replay_at
 from streamstore.projections.upcasting import (
     UpcasterChain,
     add_field,
@@ -109,12 +118,53 @@ class TestInstanceKeysOf:
         with pytest.raises(ValueError, match="not a streamstore document key"):
             instance_keys_of(key)
 
+    @pytest.mark.parametrize(
+        ("key", "error"),
+        [
+            ("{User:1}#events:x", ArgumentValueError),
+            ("", ArgumentValueError),
+            ("\ud800", ArgumentValueError),
+            (b"{User:1}:x", ArgumentTypeError),
+            (None, ArgumentTypeError),
+        ],
+    )
+    def test_bad_input_is_a_usage_error_that_names_it(self, key, error):
+        with pytest.raises(error, match="document key") as caught:
+            instance_keys_of(key)
+        assert isinstance(caught.value, UsageError)
+
     def test_a_class_parses_its_own_stream_keys_only(self):
         space = KeySpace("User", 16)
         keys = space.for_pk("p")
         assert space.pk_from_stream_key(keys.stream) == "p"
         assert space.pk_from_stream_key(keys.doc) is None
         assert KeySpace("Use", 16).pk_from_stream_key(keys.stream) is None
+
+
+#: A client that fails if used: the checks below must come before any Redis call.
+NO_CLIENT: Any = object()
+
+
+class TestReplayAtArguments:
+    """replay_at refuses bad arguments before it sends anything (so no Redis is needed here)."""
+
+    @pytest.mark.parametrize(
+        ("arguments", "error", "message"),
+        [
+            ({}, ArgumentTypeError, "exactly one of seq= and at="),
+            ({"seq": 1, "at": datetime(2026, 1, 1, tzinfo=UTC)}, ArgumentTypeError, "exactly one"),
+            ({"seq": "3"}, ArgumentTypeError, "seq must be an int, not str '3'"),
+            ({"seq": True}, ArgumentTypeError, "seq must be an int, not bool"),
+            ({"seq": 1.0}, ArgumentTypeError, "seq must be an int, not float"),
+            ({"seq": -1}, ArgumentValueError, "seq must be from 0 to 9007199254740991, not -1"),
+            ({"at": "2026-01-01"}, ArgumentTypeError, "at must be a datetime, not str"),
+            ({"at": datetime(2026, 1, 1)}, UsageError, "no timezone"),
+        ],
+    )
+    async def test_bad_arguments_are_usage_errors(self, arguments, error, message):
+        with pytest.raises(error, match=re.escape(message)) as caught:
+            await replay_at(NO_CLIENT, KeySpace("User", 16).for_pk("p"), **arguments)
+        assert isinstance(caught.value, UsageError)
 
 
 V1_HISTORY = [
