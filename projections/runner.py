@@ -170,7 +170,8 @@ class Runner:
     async def _consume(self, consumer: GroupConsumer) -> None:
         """One group on one model: rebalance now and then, read and handle until stopped."""
         every = self.lease_ms / 3000  # renew well before a lease runs out
-        alive = asyncio.create_task(self._keep_alive(consumer, every))
+        done = asyncio.Event()
+        alive = asyncio.create_task(self._keep_alive(consumer, every, done))
         backoff = OUTAGE_BACKOFF[0]
         try:
             next_rebalance = 0.0
@@ -197,14 +198,23 @@ class Runner:
                     # Nothing to read yet: wait for a lease to come free (or for stop).
                     await self._pause(max(0.0, next_rebalance - time.monotonic()))
         finally:
+            # Cancelling alone is not enough: a cancellation that lands inside a Redis call can
+            # come out of the client as a connection or timeout error, which the loop outlives
+            # (a burst run never sets `_stop`), and `await alive` would then wait forever.
+            done.set()
             alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await alive
 
-    async def _keep_alive(self, consumer: GroupConsumer, every: float) -> None:
-        """Renew the consumer's leases on a clock of their own, also while it handles a batch."""
-        while not self._stop.is_set():
+    async def _keep_alive(self, consumer: GroupConsumer, every: float, done: asyncio.Event) -> None:
+        """Renew the consumer's leases on a clock of their own, also while it handles a batch.
+
+        Ends when the runner stops or ``done`` is set (its consuming loop ended).
+        """
+        while not (self._stop.is_set() or done.is_set()):
             await self._pause(every)
+            if done.is_set():
+                break
             try:
                 await consumer.keep_alive()
             except UNAVAILABLE as exc:  # the consuming loop waits it out and logs it

@@ -9,10 +9,12 @@ from collections import defaultdict
 import pytest
 from clients import async_client
 from pydantic import Field
+from redis.exceptions import ConnectionError as RedisConnectionError
 from waiting import eventually
 
 from streamstore import BaseRedisModel, ConfigurationError, event_context, rename_field
 from streamstore.projections import Change, Runner, check_health, subscriber
+from streamstore.projections.consumer import GroupConsumer
 from streamstore.projections.runner import catch_up
 
 
@@ -270,6 +272,46 @@ async def test_a_running_runner_reports_health_and_stops_cleanly(redis):
         await redis.exists(*(Task.__ss_meta__.keys.group_keys(p, "live").lease for p in range(4)))
         == 0
     )
+
+
+async def test_a_burst_run_ends_when_its_cancelled_lease_renewal_ends_in_a_redis_error(
+    redis: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst run returns even if cancelling a lease renewal in flight raises a Redis error.
+
+    A cancellation that lands inside a Redis call can come out of the client as a connection
+    or timeout error. The renewal loop outlives those errors, and a burst run never sets the
+    runner's stop event, so the runner used to wait for that loop forever (a 1-in-10 hang of
+    the crash test's final drain on a loaded cluster run).
+    """
+    real = GroupConsumer.keep_alive
+    renewing = asyncio.Event()
+
+    async def keep_alive(self: GroupConsumer) -> int:
+        current = asyncio.current_task()
+        if renewing.is_set() or current is None:
+            return await real(self)
+        if getattr(current.get_coro(), "__qualname__", "") != "Runner._keep_alive":
+            return await real(self)  # the renewal `rebalance` makes
+        live = await real(self)
+        renewing.set()  # the first renewal of the runner's own clock: it will be cancelled
+        try:
+            await asyncio.Event().wait()  # a renewal still in flight when the burst ends
+        except asyncio.CancelledError as exc:
+            raise RedisConnectionError("connection closed while cancelled") from exc
+        return live
+
+    monkeypatch.setattr(GroupConsumer, "keep_alive", keep_alive)
+    made = await tasks(3)
+    seen: list[Change] = []
+
+    @subscriber(Task, name="renewing", start="beginning")
+    async def record(change: Change) -> None:
+        await renewing.wait()  # the burst ends only once a renewal is in flight
+        seen.append(change)
+
+    await asyncio.wait_for(burst(record), 10)
+    assert by_pk(seen) == {task.pk: [1, 2, 3] for task in made}
 
 
 async def test_a_group_behind_the_feed_s_retention_is_reported_and_can_catch_up(redis):
