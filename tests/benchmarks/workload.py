@@ -144,6 +144,22 @@ async def raw_write(
 
     The feed's ``id`` cannot be the stream entry id inside MULTI; a same-sized stand-in is used.
     """
+    pipe = client.pipeline(transaction=True)
+    queue_raw_write(pipe, inst, command, kind=kind, path=path, data=data, spelling=spelling)
+    await pipe.execute()
+
+
+def queue_raw_write(
+    pipe: Any,
+    inst: RawInstance,
+    command: tuple[str, ...],
+    *,
+    kind: str,
+    path: str,
+    data: str,
+    spelling: RawSpelling = DEFAULT_SPELLING,
+) -> None:
+    """Queue on ``pipe`` what `raw_write` sends: the JSON command and the two XADDs."""
     inst.seq += 1
     ts = spelling.fixed_ts or str(time.time_ns() // 1_000_000)
     event = {
@@ -155,13 +171,11 @@ async def raw_write(
         "meta": "{}",
         "v": "1",
     }
-    pipe = client.pipeline(transaction=True)
     pipe.execute_command(*command)
     pipe.xadd(inst.stream, event)
     pipe.xadd(
         inst.feed, {"pk": inst.pk, "id": f"{ts}-0", **event}, maxlen=FEED_MAXLEN, approximate=True
     )
-    await pipe.execute()
 
 
 async def raw_save(
@@ -175,6 +189,15 @@ async def raw_save(
     document = json.dumps(inst.doc)
     command = ("JSON.SET", inst.key, "$", document)
     await raw_write(client, inst, command, kind="saved", path="$", data=document, spelling=spelling)
+
+
+def queue_raw_save(
+    pipe: Any, inst: RawInstance, *, spelling: RawSpelling = DEFAULT_SPELLING
+) -> None:
+    """Queue on ``pipe`` what `raw_save` sends (without its MULTI and EXEC)."""
+    document = json.dumps(inst.doc)
+    command = ("JSON.SET", inst.key, "$", document)
+    queue_raw_write(pipe, inst, command, kind="saved", path="$", data=document, spelling=spelling)
 
 
 async def raw_set(
