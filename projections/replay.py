@@ -522,8 +522,10 @@ async def _end_at_seq(client: Client, stream: str, seq: int | None) -> str:
             low, halve = probe, _far(seq - probe.seq, high.seq - low.seq)
         if probe.seq == seq:
             return text(probe.id)
-    # The entry is within a page after ``low`` (or the range is one millisecond): read forward.
-    async for page in iter_entries(client, stream, start=text(low.id), page=PAGE):
+    # The entry is within a page after ``low`` (or the range is one millisecond): read forward
+    # just up to it (gapless seqs: it is the (seq - low.seq + 1)th entry from ``low``).
+    wanted = min(seq - low.seq + 1, PAGE)
+    async for page in iter_entries(client, stream, start=text(low.id), page=wanted):
         for entry in page:
             if entry.seq >= seq:
                 return text(entry.id)

@@ -141,7 +141,7 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
     @classmethod
     def key_for(cls, pk: str) -> str:
         """Return the document key of the instance ``pk``."""
-        return cls.__ss_meta__.keys.for_pk(pk).doc
+        return cls.__ss_meta__.keys.doc_key(pk)
 
     @classmethod
     def _ss_handle(cls, pk: str) -> Self:
