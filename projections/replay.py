@@ -144,20 +144,29 @@ class Replayer:
         upcast: Upcaster | None = None,
         *,
         head: int = BATCH_HEAD,
+        page: int = PAGE,
     ) -> None:
-        """Replay instances of the class whose keys are ``keys``, reading through ``client``."""
+        """Replay instances of the class whose keys are ``keys``, reading through ``client``.
+
+        ``page``: entries `as_of` reads a time walking back to a whole-document event.
+        """
         self.client = client
         self.keys = keys
         self.upcast = upcast
         self.head = head
+        self.page = page
 
     @classmethod
     def for_meta(cls, meta: ModelMeta, client: Client | None = None) -> Replayer:
         """Return the replayer of the class whose options are ``meta``.
 
         It reads through ``client``, else the class's own client (``Meta.redis``) for this loop.
+        With ``Meta.snapshot_every``, `as_of` walks back in pages of about two snapshot periods
+        (a snapshot is that close, but for bursts written in one call), not of `PAGE` entries.
         """
-        return cls(client or resolve_client(meta.redis), meta.keys, meta.upcast)
+        every = meta.snapshot_every
+        page = min(PAGE, 2 * (every + 1)) if every else PAGE
+        return cls(client or resolve_client(meta.redis), meta.keys, meta.upcast, page=page)
 
     # --- one instance ------------------------------------------------------------------------
 
@@ -175,7 +184,7 @@ class Replayer:
     ) -> tuple[JSON, int]:
         """Return `as_of`'s document and the seq of the last event it folded."""
         return await replay_at(
-            self.client, self.keys.for_pk(pk), seq=seq, at=at, upcast=self.upcast
+            self.client, self.keys.for_pk(pk), seq=seq, at=at, upcast=self.upcast, page=self.page
         )
 
     async def verify(self, pk: str) -> Report:
@@ -439,6 +448,7 @@ async def replay_at(
     seq: int | None = None,
     at: datetime | None = None,
     upcast: Upcaster | None = None,
+    page: int = PAGE,
 ) -> tuple[JSON, int]:
     """Fold one instance's stream up to event ``seq`` or time ``at``; also return the last seq.
 
@@ -454,7 +464,7 @@ async def replay_at(
     if at is not None and not isinstance(at, datetime):
         raise ArgumentTypeError(f"at must be a datetime, not {type(at).__name__} {at!r}")
     try:
-        return await _replay_at(client, keys, seq, at, upcast)
+        return await _replay_at(client, keys, seq=seq, at=at, upcast=upcast, page=page)
     except CorruptEventError as exc:
         raise in_stream(keys.stream, exc) from exc
 
@@ -462,13 +472,15 @@ async def replay_at(
 async def _replay_at(
     client: Client,
     keys: InstanceKeys,
+    *,
     seq: int | None,
     at: datetime | None,
     upcast: Upcaster | None,
+    page: int,
 ) -> tuple[JSON, int]:
-    end = str(epoch_ms(at)) if at is not None else await _end_at_seq(client, keys.stream, seq)
+    end = str(epoch_ms(at)) if at is not None else await _end_at_seq(client, keys.stream, seq, page)
     target = f"seq {seq}" if at is None else at.isoformat()
-    pages = iter_entries(client, keys.stream, end=end, reverse=True, page=PAGE)
+    pages = iter_entries(client, keys.stream, end=end, reverse=True, page=page)
     entries, oldest = await _collect_back(pages, keys.stream, keep_to=seq)
     if not entries:
         if oldest is None:  # nothing up to `at`: is the history there trimmed?
@@ -487,15 +499,16 @@ async def _replay_at(
     return document, entries[-1].seq
 
 
-async def _end_at_seq(client: Client, stream: str, seq: int | None) -> str:
+async def _end_at_seq(client: Client, stream: str, seq: int | None, page: int) -> str:
     """Return an id to read back from for the state at ``seq``: at or after its entry.
 
     Reading back from the newest entry costs a page per `PAGE` newer events; instead the
     entry is found by its id. Ids grow with seq, so each probe (the newest entry at or before
-    a guessed id) narrows the range: the guess is interpolated from the ends' times, and
-    halves the range when that makes no headway (bursts of writes). Once the entry is within
-    a page of the lower end, one forward read finds it. A few reads in all, whatever the
-    history's length; ``+`` (read from the newest) where the search cannot help.
+    a guessed time) narrows the range from one side: the guess is interpolated from the
+    range's ends, and halves it where that made no headway (bursts written in one call share
+    a millisecond). Once the entry is within ``page`` entries of the lower end, one forward
+    read finds it. A few reads in all, whatever the history's length; ``+`` (read from the
+    newest) where the search cannot help.
     """
     newest = await read_range(client, stream, "-", "+", 1, reverse=True)
     oldest = await read_range(client, stream, "-", "+", 1)
@@ -504,34 +517,39 @@ async def _end_at_seq(client: Client, stream: str, seq: int | None) -> str:
     low, high = read_entry(*oldest[0]), read_entry(*newest[0])
     if seq >= high.seq or seq < low.seq:
         return "+"  # the newest state, or one compaction removed: the walk back says which
-    halve = False
-    while seq - low.seq >= PAGE:
-        low_ms, high_ms = _id_ms(low.id), _id_ms(high.id)
-        if high_ms - low_ms <= 1:
-            break  # one millisecond holds them all: only reading forward can tell
+    # Every entry up to `floor` ms has a seq <= low.seq; the target's time is after it and at
+    # or before high's. Each probe raises `floor` or lowers `high`: the loop ends.
+    floor, halve = _id_ms(low.id), False
+    for _ in range(_PROBES):
+        if seq - low.seq < page or _id_ms(high.id) - floor <= 1:
+            break  # near enough to read forward (or one millisecond holds the rest)
+        top = _id_ms(high.id)
         share = (seq - low.seq) / (high.seq - low.seq)
-        guess = (low_ms + high_ms) // 2 if halve else low_ms + int(share * (high_ms - low_ms))
-        guess = min(max(guess, low_ms + 1), high_ms - 1)
+        guess = (floor + top) // 2 if halve else floor + int(share * (top - floor))
+        guess = min(max(guess, floor + 1), top - 1)
         (found,) = await read_range(
             client, stream, "-", f"{guess}-{_LAST_ID_PART}", 1, reverse=True
         )
         probe = read_entry(*found)
-        if probe.seq > seq:
-            high, halve = probe, _far(probe.seq - seq, high.seq - low.seq)
-        else:
-            low, halve = probe, _far(seq - probe.seq, high.seq - low.seq)
         if probe.seq == seq:
             return text(probe.id)
-    # The entry is within a page after ``low`` (or the range is one millisecond): read forward
-    # just up to it (gapless seqs: it is the (seq - low.seq + 1)th entry from ``low``).
-    wanted = min(seq - low.seq + 1, PAGE)
-    async for page in iter_entries(client, stream, start=text(low.id), page=wanted):
-        for entry in page:
+        span = high.seq - low.seq
+        if probe.seq > seq:
+            high, halve = probe, _far(probe.seq - seq, span)
+        else:
+            halve = probe.seq == low.seq or _far(seq - probe.seq, span)
+            low, floor = probe, guess
+    # The entry is near ``low`` (or within one millisecond): read forward just up to it.
+    wanted = min(seq - low.seq + 1, page)
+    async for entries in iter_entries(client, stream, start=text(low.id), page=wanted):
+        for entry in entries:
             if entry.seq >= seq:
                 return text(entry.id)
     return "+"
 
 
+#: Most probes `_end_at_seq` makes: bisecting a millisecond range of 2**48 takes 48.
+_PROBES = 64
 _LAST_ID_PART = "18446744073709551615"
 
 
