@@ -9,12 +9,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from pydantic import BaseModel
-from redis.exceptions import LockError
 
 from streamstore import operations as ops
 from streamstore._logging import debug_enabled, get_logger
 from streamstore.arguments import checked_count, checked_ttl
-from streamstore.changes import changes_since
 from streamstore.connection import resolve_client
 from streamstore.context import current_meta_json
 from streamstore.enabled import RedisEnabledModel
@@ -23,7 +21,6 @@ from streamstore.errors import (
     CorruptDocumentError,
     DocumentNotFoundError,
     DurabilityError,
-    LockTimeoutError,
     TopLevelOnlyError,
     UsageError,
 )
@@ -36,6 +33,7 @@ from streamstore.executor import (
     run_plan,
 )
 from streamstore.keys import InstanceKeys, check_text
+from streamstore.locking import Locking
 from streamstore.meta import ModelMeta
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
@@ -53,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["BaseRedisModel", "ModelMeta"]
 
 
-class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
+class BaseRedisModel(Timeline, Locking, RedisEnabledModel):  # type: ignore[misc]  # (*)
     """A pydantic model stored as a RedisJSON document, with every change an event in a stream.
 
     Every write (``save``, ``await model.field.set(...)``, list and dict operations, ``delete``)
@@ -311,61 +309,6 @@ class BaseRedisModel(Timeline, RedisEnabledModel):  # type: ignore[misc]  # (*)
             (existed,) = await existing(model._ss_client(), [key])
         applied = await model._ss_apply([ops.delete(if_exists=True)], create=False)
         return existed if existed is not None else bool(applied.events)
-
-    @contextlib.asynccontextmanager
-    async def lock(
-        self,
-        action: str = "default",
-        *,
-        timeout: float = 10.0,  # noqa: ASYNC109 (the lock's expiry, as the seed names it)
-        blocking_timeout: float = 10.0,
-    ) -> AsyncIterator[Self]:
-        """Hold a Redis lock on this instance, work on fresh data, write the changes on exit.
-
-        The lock lives at ``{model.key}/{action}`` with a token and an expiry of ``timeout``
-        seconds, so a holder that dies releases it by expiry. On entry the model is refreshed
-        from Redis; on a normal exit what changed is written as field-level events (``set``,
-        ``list.extend``, ``dict.update``, ``dict.del_item``) in one atomic step, which fails with
-        `ConcurrencyError` if anyone wrote meanwhile (a writer that does not take the lock, or
-        a holder whose lock expired). If the block raises, nothing is written and the local
-        model goes back to what was read on entry. `LockTimeoutError` if the lock stays taken
-        for ``blocking_timeout`` seconds.
-        """
-        self._ss_only_top_level("lock")
-        lock = self._ss_client().lock(
-            f"{self.key}/{action}", timeout=timeout, blocking_timeout=blocking_timeout
-        )
-        if not await lock.acquire():
-            raise LockTimeoutError(f"{self.key}/{action} is held by someone else")
-        try:
-            await self.refresh()
-            version, before = self.version, self.redis_dump()
-            try:
-                yield self
-            except BaseException:
-                self._ss_restore(before)
-                raise
-            found = changes_since(self, before)
-            if found:
-                await self._ss_apply(found, create=False, expected_seq=version)
-        finally:
-            with contextlib.suppress(LockError):  # expired: our write was guarded by version
-                await lock.release()
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def lock_from_key(
-        cls,
-        key: str,
-        action: str = "default",
-        *,
-        timeout: float = 10.0,  # noqa: ASYNC109 (see lock)
-        blocking_timeout: float = 10.0,
-    ) -> AsyncIterator[Self]:
-        """Load the instance at ``key`` and hold its lock (see `lock`)."""
-        model = cls._ss_handle(cls._pk_of(key))
-        async with model.lock(action, timeout=timeout, blocking_timeout=blocking_timeout):
-            yield model
 
     async def duplicate(self) -> Self:
         """Copy this model to a new pk; the copy's history starts with a ``duplicated`` event.

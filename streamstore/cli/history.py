@@ -40,10 +40,10 @@ from streamstore.connection import DEFAULT_URL
 from streamstore.errors import CorruptEventError
 from streamstore.executor import existing
 from streamstore.model import BaseRedisModel
+from streamstore.projections.as_of import replay_at
 from streamstore.projections.audit_log import audit_record
 from streamstore.projections.feed import follow_feed
 from streamstore.projections.history import HistoryQuery, field_path, iter_history
-from streamstore.projections.replay import replay_at
 
 # --- history and as-of: one instance, by its document key ------------------------------------
 

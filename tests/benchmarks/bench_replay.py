@@ -34,7 +34,7 @@ from workload import (
 from streamstore import BaseRedisModel
 from streamstore import operations as ops
 from streamstore.executor import run_plans
-from streamstore.projections.replay import PAGE
+from streamstore.projections.as_of import PAGE
 
 # What the read side costs next to the bare reads it is made of. The raw side reads the same
 # streams with hand-written redis-py (hiredis) and decodes nothing beyond what redis-py returns:

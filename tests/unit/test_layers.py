@@ -43,6 +43,7 @@ MODEL_API = {
     "streamstore.changes",
     "streamstore.enabled",
     "streamstore.fields",
+    "streamstore.locking",
     "streamstore.model",
     "streamstore.pipeline",
     "streamstore.store",

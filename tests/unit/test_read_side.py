@@ -18,9 +18,9 @@ from streamstore import (
 from streamstore.events import Event
 from streamstore.keys import KeySpace, instance_keys_of
 from streamstore.projections import fold
+from streamstore.projections.as_of import replay_at
 from streamstore.projections.diff import differences, redisjson_path, render_path
 from streamstore.projections.history import HistoryQuery, epoch_ms
-from streamstore.projections.replay import replay_at
 from streamstore.projections.upcasting import (
     UpcasterChain,
     add_field,
