@@ -130,7 +130,7 @@ async def _end_at_seq(client: Client, stream: str, seq: int | None, page: int) -
             halve = probe.seq == low.seq or _far(seq - probe.seq, span)
             low, floor = probe, guess
     # The entry is near ``low`` (or within one millisecond): read forward just up to it.
-    wanted = min(seq - low.seq + 1, page)
+    wanted = min(seq - low.seq + 1, PAGE)  # one read, a burst in one millisecond included
     async for entries in iter_entries(client, stream, start=text(low.id), page=wanted):
         for entry in entries:
             if entry.seq >= seq:

@@ -154,13 +154,22 @@ async def range_reads(redis) -> int:
 @pytest.mark.single_node  # counts the server's own command statistics
 @pytest.mark.parametrize("burst", [1, 250], ids=["one per call", "bursts"])
 async def test_as_of_a_seq_reads_a_few_pages_whatever_the_history_length(redis, burst):
-    log = await long_log(12_000, burst=burst)
+    """A dozen pages of history, yet a few reads: the count does not grow with the length.
+
+    The search for the target's entry guesses from write times, so the count varies a little
+    with how the writes were spread in time: 4-8 reads on an idle machine, 11 seen once under
+    load; reading back from the newest event took 16 or more for the early targets here.
+    """
+    log = await long_log(16_000, burst=burst)
     history = await log.history()
     by_seq = {event.seq: event for event in history}
-    for target in (2, 777, 6_001, 11_432, log.version - 1, *range(3, log.version, 397)):
+    counts: list[int] = []
+    for target in (2, 777, 8_001, 15_432, log.version - 1, *range(3, log.version, 397)):
         before = await range_reads(redis)
         found = await LongLog.as_of(log.pk, seq=target)
-        assert await range_reads(redis) - before <= 10
-        counts = [e.data["value"] for e in history if e.seq <= target and e.type == "number.incr"]
-        assert found.count == (counts[-1] if counts else 0)
+        counts.append(await range_reads(redis) - before)
+        values = [e.data["value"] for e in history if e.seq <= target and e.type == "number.incr"]
+        assert found.count == (values[-1] if values else 0)
         assert found.version == target or by_seq[found.version].type == "snapshot"
+    assert max(counts) <= 12
+    assert sum(counts) / len(counts) <= 7
