@@ -28,8 +28,9 @@ __all__ = ["Pipeline", "Writer", "active_pipeline", "enter", "leave"]
 class Writer(Protocol):
     """What the write path needs of an instance it writes: the model's write protocol.
 
-    `streamstore.model.BaseRedisModel` provides it; the pipeline, tables and the importer
-    write through it and nothing else. (The ``_ss_`` names keep clear of model fields.)
+    `streamstore.model.BaseRedisModel` provides it; the pipeline writes through it and
+    nothing else, and the importer uses its planning and recording steps. (The ``_ss_`` names
+    keep clear of model fields.)
     """
 
     @property
