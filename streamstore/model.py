@@ -28,12 +28,11 @@ from streamstore.executor import (
     existing,
     get_document,
     get_document_and_seq,
-    get_documents,
-    run_each,
     run_plan,
 )
 from streamstore.keys import InstanceKeys, check_text
 from streamstore.locking import Locking
+from streamstore.many import ManyAtOnce
 from streamstore.meta import ModelMeta
 from streamstore.pipeline import active_pipeline, enter, leave
 from streamstore.plan import Applied, build_plan
@@ -41,7 +40,7 @@ from streamstore.schema import codec_for, model_json
 from streamstore.timeline import Timeline
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from streamstore.connection import Client
     from streamstore.durability import Durability
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["BaseRedisModel", "ModelMeta"]
 
 
-class BaseRedisModel(Timeline, Locking, RedisEnabledModel):  # type: ignore[misc]  # (*)
+class BaseRedisModel(Timeline, Locking, ManyAtOnce, RedisEnabledModel):  # type: ignore[misc]  # (*)
     """A pydantic model stored as a RedisJSON document, with every change an event in a stream.
 
     Every write (``save``, ``await model.field.set(...)``, list and dict operations, ``delete``)
@@ -181,22 +180,6 @@ class BaseRedisModel(Timeline, Locking, RedisEnabledModel):  # type: ignore[misc
         return cls._ss_loaded(raw, pk, key)
 
     @classmethod
-    async def get_many(cls, pks: Iterable[str]) -> list[Self]:
-        """Load the instances ``pks`` that exist, in the order given (the missing are left out).
-
-        One JSON.MGET per hash slot, those of a server in one round trip: far cheaper than a
-        `get` each. Each document is read as of its own moment, not all at one instant.
-        """
-        wanted = [check_text(pk, "pk") for pk in pks]
-        keys = [cls.key_for(pk) for pk in wanted]
-        found = await get_documents(cls._ss_client(), keys)
-        return [
-            cls._ss_loaded(raw, pk, key)
-            for pk, key, raw in zip(wanted, keys, found, strict=True)
-            if raw is not None
-        ]
-
-    @classmethod
     def _ss_loaded(
         cls, document: str | bytes, pk: str, where: str, *, version: int | None = None
     ) -> Self:
@@ -256,28 +239,6 @@ class BaseRedisModel(Timeline, Locking, RedisEnabledModel):  # type: ignore[misc
         applied = await self._ss_apply([op], create=False, expected_seq=expected_version, ttl=ttl)
         self._ss_keep_stored(op, applied)
         return self
-
-    @classmethod
-    async def save_many(cls, models: Iterable[Self], *, ttl: int | None = None) -> list[Self]:
-        """Write each model whole (a ``saved`` event each) in one round trip per server.
-
-        Each write is atomic on its own, not all together: if one is refused, the others are
-        written and the first refusal is raised. ``ttl`` as for `save`. Returns the models.
-        Inside a pipeline they are queued like `save`.
-        """
-        records = list(models)
-        if not all(isinstance(record, cls) for record in records):
-            raise UsageError(f"{cls.__name__}.save_many takes {cls.__name__} instances")
-        if ttl is not None:
-            ttl = checked_ttl(ttl)
-        for record in records:
-            record._ss_only_top_level("save")
-        if active_pipeline() is not None:
-            for record in records:
-                await record.save(ttl=ttl)
-            return records
-        await cls._ss_write_each([(record, record._ss_save_op()) for record in records], ttl=ttl)
-        return records
 
     def _ss_save_op(self) -> Op:
         """Return the operation writing this model whole (event ``saved``)."""
@@ -409,45 +370,6 @@ class BaseRedisModel(Timeline, Locking, RedisEnabledModel):  # type: ignore[misc
             raise
         self._ss_applied(applied)
         return applied
-
-    @classmethod
-    async def _ss_write_many(
-        cls, models: Sequence[BaseRedisModel], plans: Sequence[Plan]
-    ) -> list[Applied | Exception]:
-        """Run one plan per model in one round trip per primary, each atomic on its own.
-
-        Every model whose write went through records it, whatever happened to the others;
-        returns per model what it applied or the error that refused it.
-        """
-        try:
-            results = await run_each(cls._ss_client(), plans, cls.__ss_meta__.durability)
-        except DurabilityError as exc:
-            for model, unconfirmed in zip(models, exc.applied, strict=True):
-                if unconfirmed is not None:  # applied, only not confirmed: record it, then raise
-                    model._ss_applied(cast("Applied", unconfirmed))
-            raise
-        for model, result in zip(models, results, strict=True):
-            if isinstance(result, Applied):
-                model._ss_applied(result)
-        return results
-
-    @classmethod
-    async def _ss_write_each(
-        cls, writes: Sequence[tuple[BaseRedisModel, Op]], *, ttl: int | None = None
-    ) -> None:
-        """Apply one whole-document operation per model, each atomic, in few round trips.
-
-        Each model whose write went through takes its document as Redis stored it; then the
-        first refusal, if any, is raised (the other writes stand).
-        """
-        plans = [model._ss_plan([op], create=False, ttl=ttl) for model, op in writes]
-        results = await cls._ss_write_many([model for model, _ in writes], plans)
-        for (model, op), result in zip(writes, results, strict=True):
-            if isinstance(result, Applied):
-                model._ss_keep_stored(op, result)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
 
     async def _ss_reload(self) -> None:
         """Show what Redis holds after a write (applied but not confirmed, or stored otherwise)."""

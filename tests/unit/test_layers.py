@@ -44,6 +44,7 @@ MODEL_API = {
     "streamstore.enabled",
     "streamstore.fields",
     "streamstore.locking",
+    "streamstore.many",
     "streamstore.model",
     "streamstore.pipeline",
     "streamstore.store",
