@@ -8,11 +8,10 @@ import functools
 import gc
 import json
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from workload import (
     DOC,
+    Rates,
     RawInstance,
     cleanup,
     close,
@@ -137,27 +137,13 @@ class Side:
 
 
 @dataclass
-class Row:
+class Row(Rates):
     operation: str
     mode: str
     tasks: int
     lib: Side
     raw: Side
     ops_per_round: int = 0
-    lib_rates: list[float] = field(default_factory=list)
-    raw_rates: list[float] = field(default_factory=list)
-
-    @property
-    def lib_median(self) -> float:
-        return statistics.median(self.lib_rates)
-
-    @property
-    def raw_median(self) -> float:
-        return statistics.median(self.raw_rates)
-
-    @property
-    def ratio(self) -> float:
-        return self.lib_median / self.raw_median
 
 
 async def timed(side: Side, tasks: int, ops: int) -> float:

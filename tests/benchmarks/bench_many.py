@@ -6,11 +6,10 @@ import argparse
 import asyncio
 import gc
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -22,6 +21,7 @@ from redis.crc import key_slot
 from workload import (
     DOC,
     PARTITIONS,
+    Rates,
     RawInstance,
     add_rounds_url_profile,
     check,
@@ -148,26 +148,12 @@ Batch = Callable[[], Awaitable[int]]
 
 
 @dataclass
-class Row:
+class Row(Rates):
     operation: str
     lib: Batch
     raw: Batch
     records: int
     batches_per_round: int = 0
-    lib_rates: list[float] = field(default_factory=list)
-    raw_rates: list[float] = field(default_factory=list)
-
-    @property
-    def lib_median(self) -> float:
-        return statistics.median(self.lib_rates)
-
-    @property
-    def raw_median(self) -> float:
-        return statistics.median(self.raw_rates)
-
-    @property
-    def ratio(self) -> float:
-        return self.lib_median / self.raw_median
 
 
 async def timed(work: Batch, batches: int, records: int) -> float:

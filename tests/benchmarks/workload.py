@@ -359,6 +359,29 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+@dataclass(kw_only=True)
+class Rates:
+    """Each side's rate per round, and their medians: the part of a table row both sides fill."""
+
+    lib_rates: list[float] = field(default_factory=list)
+    raw_rates: list[float] = field(default_factory=list)
+
+    @property
+    def lib_median(self) -> float:
+        """streamstore's median rate."""
+        return statistics.median(self.lib_rates)
+
+    @property
+    def raw_median(self) -> float:
+        """The raw side's median rate."""
+        return statistics.median(self.raw_rates)
+
+    @property
+    def ratio(self) -> float:
+        """streamstore's median rate over the raw side's."""
+        return self.lib_median / self.raw_median
+
+
 @dataclass
 class Row:
     """One line of the table: seconds per round of each side, for ``events`` events."""
